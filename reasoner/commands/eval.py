@@ -1,0 +1,81 @@
+"""``reasoner eval --model M --suite aime24,aime25,amc23,math500 --n 32 --temperature 0.6 ...``
+
+Writes ``results.json`` (every metric + the protocol), ``completions.jsonl``, ``results.md``
+and ``pass_at_k.png`` to ``--out``; prints completions/s and the share of time verifying.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="tiny | smollm2 | a .gguf file | a checkpoint directory | a hub id")
+    p.add_argument("--gguf-file", default=None, help="GGUF file name inside --model (a directory or hub repo)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    p.add_argument("--suite", default="aime24,aime25,amc23,math500",
+                   help="comma-separated suites: named sets (see `reasoner list`), NAME:SPLIT, or files")
+    p.add_argument("--n", type=int, default=1, help="samples per problem (avg@n, pass@k, maj@k)")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--seeds", type=int, default=1, help="number of sampled passes (seeds SEED..SEED+seeds-1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--k", default=None, help="comma-separated k for pass@k / maj@k (default 1,2,4,...,n)")
+    p.add_argument("--no-greedy", action="store_true", help="skip the greedy (temperature 0) pass")
+    p.add_argument("--batch-size", type=int, default=64, help="completions per sampler call")
+    p.add_argument("--limit", type=int, default=0, help="only the first N problems of each suite")
+    p.add_argument("--out", default="runs/eval", help="output directory")
+    p.add_argument("--data-dir", default=None, help="local copies of named sets (else $REASONER_DATA_DIR, else hub)")
+    p.add_argument("--template", default="auto", choices=("auto", "plain", "chat"))
+    p.add_argument("--instruction", default=None, help="instead of each set's default ('' for none)")
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--few-shot", type=int, default=0)
+    p.add_argument("--synthetic-kinds", default="add,sub", help="kinds for the synthetic suite (and the tiny model)")
+    p.add_argument("--backend", default="transformers", help="transformers | vllm")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+
+def protocol_from_args(args: argparse.Namespace):
+    from benchmarks import Protocol
+
+    k_list = [int(k) for k in args.k.split(",") if k.strip()] if args.k else None
+    return Protocol(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                    seeds=list(range(args.seed, args.seed + args.seeds)), k_list=k_list, greedy=not args.no_greedy,
+                    batch_size=args.batch_size, limit=args.limit, template=args.template,
+                    instruction=args.instruction, system_prompt=args.system_prompt, few_shot=args.few_shot)
+
+
+def main(args: argparse.Namespace) -> int:
+    from benchmarks import run_suites
+    from reasoner.config import Config, DataConfig, ModelConfig, SamplingConfig
+    from reasoner.models import load_model
+    from reasoner.runtime import make_sampler, pick_device
+
+    from benchmarks import resolve_suite
+    from reasoner.data import DataError
+
+    try:
+        protocol = protocol_from_args(args)
+        protocol.validate()  # bad flags and unknown suites fail before any model is loaded
+        suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+        if not suites:
+            raise ValueError("--suite names no suite")
+        for s in suites:
+            resolve_suite(s)
+    except (ValueError, KeyError) as e:
+        print(f"reasoner eval: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    data_cfg = DataConfig(data_dir=args.data_dir, synthetic_kinds=args.synthetic_kinds)
+    cfg = Config(model=ModelConfig(name=args.model, gguf_file=args.gguf_file, dtype=args.dtype), data=data_cfg,
+                 sampling=SamplingConfig(backend=args.backend, max_new_tokens=args.max_new_tokens))
+    device = pick_device(args.device)
+    model, tokenizer = load_model(cfg.model, device, kinds=args.synthetic_kinds)
+    sampler = make_sampler(model, tokenizer, cfg, device)
+    try:
+        run_suites(sampler, tokenizer, suites, data_cfg, protocol, args.out, model=args.model)
+    except DataError as e:
+        print(f"reasoner eval: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote results.json, completions.jsonl, results.md, pass_at_k.png to {args.out}")
+    return 0

@@ -1,0 +1,27 @@
+"""``reasoner list``: every registry, so users see what names they can use."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def registries() -> dict[str, list[str]]:
+    import verifiers
+    from reasoner.advantages import ADVANTAGES
+    from reasoner.data import DATASETS
+    from reasoner.losses import AGGREGATIONS, KL_ESTIMATORS
+    from reasoner.presets import PRESETS
+
+    return {"verifiers": verifiers.names(), "advantage estimators (algo.advantage)": ADVANTAGES.names(),
+            "loss aggregation (algo.loss_agg)": AGGREGATIONS.names(),
+            "KL estimators (algo.kl_estimator)": KL_ESTIMATORS.names(), "presets (algo.preset)": PRESETS.names(),
+            "named datasets (data.train / data.eval)": DATASETS.names()}
+
+
+def main(args: argparse.Namespace) -> int:
+    for title, names in registries().items():
+        print(f"{title}:\n  " + ", ".join(names))
+    return 0

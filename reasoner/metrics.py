@@ -1,0 +1,70 @@
+"""Run records: metrics.jsonl, training_metrics.csv, samples.jsonl, training_curves.png."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+CURVES = (("reward/mean", "reward"), ("eval/accuracy", "held-out accuracy (greedy)"),
+          ("length/mean", "response length"), ("policy/entropy", "entropy"), ("loss/kl", "KL to reference"))
+
+
+class MetricsLog:
+    """Append-only step records; the CSV and the plot are rebuilt from them."""
+
+    def __init__(self, out_dir: str | Path, rows: list[dict[str, Any]] | None = None):
+        self.dir = Path(out_dir)
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        self._jsonl = self.dir / "metrics.jsonl"
+        if not self.rows and self._jsonl.exists():
+            self._jsonl.unlink()
+        elif self.rows:  # resumed: rewrite so rows after the checkpoint disappear
+            self._jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self._jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def last(self, key: str, default: float = float("nan")) -> float:
+        return next((r[key] for r in reversed(self.rows) if key in r), default)
+
+    def write_csv(self) -> None:
+        keys: list[str] = []
+        for r in self.rows:
+            keys.extend(k for k in r if k not in keys)
+        with (self.dir / "training_metrics.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+        for ax, (key, title) in zip(axes, CURVES):
+            pts = [(r["step"], r[key]) for r in self.rows if isinstance(r.get(key), (int, float))
+                   and not math.isnan(r[key])]
+            if pts:
+                ax.plot(*zip(*pts), marker="o" if key.startswith("eval/") else None, markersize=3)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(self.dir / "training_curves.png", dpi=90)
+        plt.close(fig)
+
+
+def log_samples(path: Path, step: int, prompts: list[str], texts: list[str], scores: list[float],
+                statuses: list[str], group_size: int, max_problems: int = 2) -> None:
+    """Append a few prompts with all their completions, rewards and verdicts."""
+    with path.open("a") as f:
+        for i, prompt in enumerate(prompts[:max_problems]):
+            rows = range(i * group_size, (i + 1) * group_size)
+            f.write(json.dumps({"step": step, "prompt": prompt,
+                                "completions": [{"text": texts[j], "reward": scores[j], "verdict": statuses[j]}
+                                                for j in rows]}) + "\n")

@@ -1,0 +1,142 @@
+"""Group sampling with a transformers causal LM: one prompt pass, cache expanded G times.
+
+The decode loop is ours rather than ``model.generate`` so that the prompt is encoded once
+per problem (its KV cache repeated for the G samples), the sampled tokens' log-probs come
+out of the same softmax that drew them, and finished rows stop costing Python work.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from reasoner.sampler import SamplingParams
+from reasoner.types import Rollout
+
+
+def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None):
+    """Draw one token per row from logits [R, V]; return (tokens [R], logp [R]).
+
+    logp is under softmax(logits / temperature) before top-p truncation: the same
+    distribution the trainer recomputes, so with one PPO epoch ratio == 1 exactly.
+    """
+    logits = logits.float()
+    if params.temperature <= 0:
+        logp_all = torch.log_softmax(logits, -1)
+        tok = logits.argmax(-1)
+        return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
+    logp_all = torch.log_softmax(logits / params.temperature, -1)
+    probs = logp_all.exp()
+    if params.top_p < 1.0:
+        sorted_p, idx = probs.sort(-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
+
+
+class TransformersSampler:
+    """Sampler backend over a ``transformers`` model (CPU or GPU)."""
+
+    def __init__(self, model, tokenizer, device: str | torch.device = "cpu", autocast: str = "none",
+                 prompt_batch: int = 64):
+        self.model, self.tokenizer = model, tokenizer
+        self.device = torch.device(device)
+        self.autocast = autocast
+        self.prompt_batch = prompt_batch  # prompts per forward batch (N = prompt_batch * n rows)
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    def sync_weights(self, model) -> None:
+        self.model = model  # same process, same tensors: nothing to copy
+
+    def _ctx(self):
+        if self.autocast == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], params: SamplingParams) -> Rollout:
+        chunks = [self._generate(prompts[i:i + self.prompt_batch], params, i)
+                  for i in range(0, len(prompts), self.prompt_batch)]
+        return chunks[0] if len(chunks) == 1 else _concat(chunks, self.pad_id)
+
+    def _generate(self, prompts: list[str], params: SamplingParams, offset: int) -> Rollout:
+        """1. encode prompts once  2. expand the KV cache to n rows each  3. decode until EOS."""
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(params.seed + offset)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        was_training = self.model.training
+        self.model.eval()
+        with self._ctx():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        n = params.n
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.repeat_interleave(n, 0)
+        mask = mask.repeat_interleave(n, 0).bool()
+        rows = mask.shape[0]
+        toks = torch.full((rows, params.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
+        logps = torch.zeros(rows, params.max_new_tokens, device=self.device)
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        eos = torch.tensor(self.eos_ids, device=self.device)
+        steps = 0
+        for t in range(params.max_new_tokens):
+            tok, lp = sample_tokens(logits, params, gen)
+            tok = tok.masked_fill(done, self.pad_id)
+            toks[:, t], logps[:, t] = tok, lp.masked_fill(done, 0.0)
+            steps = t + 1
+            alive_before = ~done
+            done = done | torch.isin(tok, eos)
+            mask = torch.cat([mask, alive_before[:, None]], 1)
+            if done.all() or t + 1 == params.max_new_tokens:
+                break
+            with self._ctx():
+                out = self.model(input_ids=tok[:, None], attention_mask=mask, past_key_values=cache,
+                                 position_ids=_positions(mask)[:, -1:], use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1]
+        self.model.train(was_training)
+        toks, logps = toks[:, :steps], logps[:, :steps]
+        cmask = mask[:, -steps:]
+        truncated = ~done
+        texts = self.tokenizer.batch_decode(toks.masked_fill(~cmask, self.pad_id), skip_special_tokens=True)
+        return Rollout(prompt_ids=ids.repeat_interleave(n, 0), prompt_mask=mask[:, :ids.shape[1]],
+                       completion_ids=toks, completion_mask=cmask, logp=logps, truncated=truncated,
+                       texts=texts)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded batch: 0 at each row's first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = ids if isinstance(ids, list) else [ids]
+    ids = [i for i in ids + [tokenizer.eos_token_id] if i is not None]
+    if not ids:
+        raise ValueError("the tokenizer and model define no EOS token; set tokenizer.eos_token")
+    return sorted(set(ids))
+
+
+def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra == 0:
+        return x
+    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
+    return torch.cat([pad, x] if left else [x, pad], 1)
+
+
+def _concat(chunks: list[Rollout], pad_id: int) -> Rollout:
+    """Join rollouts of several prompt batches, re-padding prompts left and completions right."""
+    P = max(c.prompt_ids.shape[1] for c in chunks)
+    T = max(c.completion_ids.shape[1] for c in chunks)
+    cat = lambda f, w, v, left: torch.cat([_pad_to(getattr(c, f), w, v, left) for c in chunks])  # noqa: E731
+    return Rollout(prompt_ids=cat("prompt_ids", P, pad_id, True), prompt_mask=cat("prompt_mask", P, False, True),
+                   completion_ids=cat("completion_ids", T, pad_id, False),
+                   completion_mask=cat("completion_mask", T, False, False), logp=cat("logp", T, 0.0, False),
+                   truncated=torch.cat([c.truncated for c in chunks]), texts=[t for c in chunks for t in c.texts])

@@ -1,0 +1,235 @@
+"""The training loop: problems -> sampler -> verifiers -> advantages -> loss -> update -> eval."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import verifiers
+from reasoner import checkpoint, data, runtime
+from reasoner.advantages import ADVANTAGES, frac_zero_std_groups
+from reasoner.config import Config, save_config
+from reasoner.losses import KL_ESTIMATORS
+from reasoner.metrics import MetricsLog, log_samples
+from reasoner.models import load_model
+from reasoner.sampler import SamplingParams
+from reasoner.update import UpdateBatch, autocast_ctx, ppo_update
+
+
+def train(cfg: Config) -> dict:
+    """Train a policy with RL from verifiable rewards; return the run summary.
+
+    1. Prepare the run directory (config.yaml), seeds, threads and device.
+    2. Load the problems (train and held-out) and render their prompts.
+    3. Load the policy, the reference (only when beta > 0), the sampler and the optimizer.
+    4. Resume from a checkpoint when asked.
+    5. Evaluate the held-out set before training.
+    6. Each step: (a) take B problems, (b) sample G completions each, (c) score them,
+       (d) reference log-probs, (e) advantages, (f) PPO update, (g) log; evaluate every
+       run.eval_every steps and checkpoint every run.save_every steps.
+    7. Evaluate again, save the final model, write summary.json, the CSV and the plot.
+    """
+    # 1. prepare
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    runtime.seed_everything(cfg.run.seed)
+    device = runtime.pick_device(cfg.run.device)
+    t_start = time.perf_counter()
+
+    # 2. problems
+    train_set = data.load_problems(cfg.data.train, cfg.data.train_split, cfg.data)
+    eval_set = data.load_problems(cfg.data.eval, cfg.data.eval_split, cfg.data)
+    eval_set = eval_set[: cfg.data.eval_size] if cfg.data.eval_size else eval_set
+    _warn_overlap(train_set, {cfg.data.eval: eval_set})
+    isolation = _check_sandbox(train_set + eval_set, cfg)
+
+    # 3. models
+    model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
+    ref = runtime.make_reference(model, cfg)
+    sampler = runtime.make_sampler(model, tok, cfg, device)
+    opt, sched = runtime.make_optimizer(model, cfg)
+    render = lambda p: data.render(p, tok, cfg.data)  # noqa: E731
+    eval_prompts = [render(p) for p in eval_set]
+    stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed)
+    log, start, beta = MetricsLog(out), 0, cfg.algo.beta
+
+    # 4. resume
+    ckpt = checkpoint.find_resume(out, cfg.run.resume)
+    if ckpt is not None:
+        state = checkpoint.load_state(ckpt)
+        model.load_state_dict(_load_weights(ckpt, cfg, device), strict=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, beta = state["step"], state["beta"]
+        log = MetricsLog(out, state["metrics"])
+        sampler.sync_weights(model)
+        print(f"resumed from {ckpt} at step {start}")
+
+    # 5. evaluate before training
+    if start == 0:
+        log.log({"step": 0, **evaluate(sampler, eval_set, eval_prompts, cfg, step=0)})
+    before = log.rows[0].get("eval/accuracy", float("nan")) if log.rows else float("nan")
+
+    # 6. the loop
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    bad_steps, G = 0, cfg.sampling.group_size
+    bar = tqdm(range(start, cfg.run.steps), initial=start, total=cfg.run.steps, disable=not cfg.run.progress,
+               dynamic_ncols=True)
+    for step in bar:
+        t = {}
+        # (a) problems
+        problems = stream.batch(step)
+        prompts = [render(p) for p in problems]
+        # (b) sample
+        t0 = time.perf_counter()
+        params = SamplingParams(n=G, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                                max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.run.seed * 1_000_003 + step)
+        roll = sampler.generate(prompts, params)
+        t["generate"] = time.perf_counter() - t0
+        # (c) score
+        t0 = time.perf_counter()
+        verdicts = verifiers.score_all(roll.texts, [p for p in problems for _ in range(G)])
+        scores = torch.tensor([v.score for v in verdicts], dtype=torch.float32)  # [N]
+        t["verify"] = time.perf_counter() - t0
+        # (d) reference (and old) log-probs
+        t0 = time.perf_counter()
+        ref_logp = _logp(ref, roll, cfg, device) if ref is not None else None
+        multi_pass = cfg.algo.ppo_epochs * cfg.algo.minibatches > 1
+        old_logp = _logp(model, roll, cfg, device) if multi_pass else None
+        t["reference"] = time.perf_counter() - t0
+        # (e) advantages
+        rewards = scores.clone()
+        if ref_logp is not None and cfg.algo.kl_in == "reward":
+            kl = KL_ESTIMATORS.get(cfg.algo.kl_estimator)(roll.logp, ref_logp) * roll.completion_mask
+            rewards = rewards - beta * kl.sum(-1)
+        rewards = rewards.view(-1, G)  # [B, G]
+        adv = ADVANTAGES.get(cfg.algo.advantage)(rewards, cfg.algo).reshape(-1)  # [N]
+        # (f) update
+        t0 = time.perf_counter()
+        in_loss = cfg.algo.kl_in == "loss"
+        step_cfg = replace(cfg, algo=replace(cfg.algo, beta=beta if in_loss else 0.0))
+        upd = ppo_update(model, opt, UpdateBatch(roll, adv, old_logp, ref_logp if in_loss else None),
+                         step_cfg, device, gen)
+        beta = _adapt_beta(beta, upd.get("loss/kl", 0.0), cfg)
+        sched.step()
+        sampler.sync_weights(model)
+        t["update"] = time.perf_counter() - t0
+        # (g) log
+        row = _step_row(step + 1, roll, verdicts, scores.view(-1, G), upd, t, opt, beta)
+        bad_steps = bad_steps + 1 if upd["update/skipped"] else 0
+        if cfg.run.log_samples_every and step % cfg.run.log_samples_every == 0:
+            log_samples(out / "samples.jsonl", step + 1, prompts, roll.texts, scores.tolist(),
+                        [v.status for v in verdicts], G)
+        if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and step + 1 < cfg.run.steps:
+            row.update(evaluate(sampler, eval_set, eval_prompts, cfg, step=step + 1))
+        log.log(row)
+        bar.set_postfix(reward=f"{row['reward/mean']:.2f}", acc=f"{log.last('eval/accuracy'):.3f}")
+        done = step + 1 == cfg.run.steps
+        if bad_steps >= cfg.run.max_bad_steps or (cfg.run.save_every and (step + 1) % cfg.run.save_every == 0) or done:
+            _save(out, step + 1, model, tok, opt, sched, beta, log, cfg)
+            log.write_csv()
+        if bad_steps >= cfg.run.max_bad_steps:
+            raise RuntimeError(f"{bad_steps} consecutive non-finite losses or gradients at step {step + 1}; "
+                               f"stopped with a checkpoint of the last good state in {out / 'checkpoints'}")
+    bar.close()
+
+    # 7. final evaluation and outputs
+    final = evaluate(sampler, eval_set, eval_prompts, cfg, step=cfg.run.steps)
+    log.rows[-1].update(final) if log.rows[-1]["step"] == cfg.run.steps else log.log({"step": cfg.run.steps, **final})
+    log = MetricsLog(out, log.rows)  # rewrite metrics.jsonl with the final row merged
+    log.write_csv()
+    log.plot()
+    model.save_pretrained(out / "final")
+    tok.save_pretrained(out / "final")
+    summary = {"heldout_accuracy_before": before, "heldout_accuracy_after": final.get("eval/accuracy"),
+               "heldout_problems": len(eval_set), "steps": cfg.run.steps, "seconds": time.perf_counter() - t_start,
+               "sandbox_isolation": isolation, "final_model": str(out / "final"),
+               **{k: v for k, v in final.items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"held-out accuracy (greedy, {len(eval_set)} problems): before {before:.3f} -> after "
+          f"{summary['heldout_accuracy_after']:.3f}   [{summary['seconds']:.0f} s, run dir {out}]")
+    return summary
+
+
+def evaluate(sampler, problems, prompts, cfg: Config, step: int) -> dict[str, float]:
+    """Held-out greedy accuracy (and sampled accuracy when run.eval_samples > 0), plus suites."""
+    from benchmarks import evaluate as bench_eval
+
+    res = bench_eval(sampler, problems, prompts, n=1, temperature=0.0, max_new_tokens=cfg.sampling.max_new_tokens)
+    row = {"eval/accuracy": res.metrics["accuracy"]}
+    if cfg.run.eval_samples:
+        res = bench_eval(sampler, problems, prompts, n=cfg.run.eval_samples, temperature=cfg.sampling.temperature,
+                         top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.run.seed + step)
+        row["eval/sampled_accuracy"] = res.metrics[f"avg@{cfg.run.eval_samples}"]
+    if cfg.run.eval_suites:
+        from benchmarks import suite_metrics
+
+        row.update(suite_metrics(sampler, cfg, step))
+    return row
+
+
+def _logp(model, roll, cfg: Config, device) -> torch.Tensor:
+    from reasoner.logprobs import completion_logp
+
+    with torch.no_grad(), autocast_ctx(cfg, device):
+        return completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
+                               cfg.sampling.temperature)[0].float()
+
+
+def _adapt_beta(beta: float, kl: float, cfg: Config) -> float:
+    if cfg.algo.kl_target <= 0 or beta == 0:
+        return beta
+    from reasoner.losses import adaptive_kl_update
+
+    return adaptive_kl_update(beta, kl, cfg.algo.kl_target, cfg.algo.kl_horizon, n_steps=1)
+
+
+def _step_row(step, roll, verdicts, scores, upd, t, opt, beta) -> dict:
+    lengths = roll.lengths.float()
+    n_tok = float(lengths.sum())
+    row = {"step": step, "reward/mean": float(scores.mean()), "reward/std": float(scores.std()) if scores.numel() > 1 else 0.0,
+           "accuracy": sum(v.status == "correct" for v in verdicts) / len(verdicts),
+           "frac_zero_std_groups": frac_zero_std_groups(scores),
+           "length/mean": float(lengths.mean()), "length/max": float(lengths.max()),
+           "length/truncated_frac": float(roll.truncated.float().mean()),
+           "policy/entropy": upd.pop("loss/entropy", float("nan")), "kl/beta": beta,
+           "lr": opt.param_groups[0]["lr"], **upd,
+           **{f"time/{k}": v for k, v in t.items()}, "tokens_per_s": n_tok / max(sum(t.values()), 1e-9)}
+    for s in verifiers.STATUSES:
+        row[f"verify/{s}_frac"] = sum(v.status == s for v in verdicts) / len(verdicts)
+    return row
+
+
+def _save(out, step, model, tok, opt, sched, beta, log, cfg) -> None:
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "beta": beta, "metrics": log.rows}
+    checkpoint.save(out, step, model, tok, state, cfg.run.keep_checkpoints)
+
+
+def _load_weights(ckpt: Path, cfg: Config, device) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, cfg.model.dtype)).to(device).state_dict()
+
+
+def _check_sandbox(problems, cfg: Config) -> str | None:
+    if not any(p.verifier == "code" for p in problems):
+        return None
+    from verifiers.code import require_isolation
+
+    return require_isolation(cfg.run.allow_weak_sandbox)
+
+
+def _warn_overlap(train_set, evals) -> None:
+    try:
+        from reasoner.data.overlap import find_overlap
+    except ImportError:
+        return
+    report = find_overlap(train_set, evals)
+    print(report)

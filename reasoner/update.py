@@ -1,0 +1,88 @@
+"""The policy update: PPO epochs x minibatches x gradient accumulation over one rollout."""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from reasoner.config import Config
+from reasoner.logprobs import completion_logp
+from reasoner.losses import policy_loss
+from reasoner.types import Rollout
+
+
+@dataclass
+class UpdateBatch:
+    """Everything the loss needs for N completions."""
+
+    rollout: Rollout
+    adv: torch.Tensor  # [N] float, one advantage per completion
+    old_logp: torch.Tensor | None  # [N, T] detached; None = equal to the current (1 epoch, 1 minibatch)
+    ref_logp: torch.Tensor | None  # [N, T] detached; None when beta == 0 or KL is in the reward
+
+
+def autocast_ctx(cfg: Config, device: torch.device):
+    if cfg.model.autocast == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _rows(batch: UpdateBatch, idx: torch.Tensor):
+    r = batch.rollout
+    T = int(r.completion_mask[idx].sum(-1).max().clamp_min(1))  # trim right padding of this slice
+    pick = lambda x: None if x is None else x[idx][:, :T]  # noqa: E731
+    return (r.prompt_ids[idx], r.prompt_mask[idx], r.completion_ids[idx][:, :T], r.completion_mask[idx][:, :T],
+            batch.adv[idx], pick(batch.old_logp), pick(batch.ref_logp))
+
+
+def _micro_weight(mask: torch.Tensor, mb_mask: torch.Tensor, loss_agg: str) -> float:
+    """Share of a micro-batch in its minibatch's loss, so accumulation equals one big batch."""
+    if loss_agg == "token_mean":
+        return float(mask.sum() / mb_mask.sum().clamp_min(1))
+    return mask.shape[0] / mb_mask.shape[0]
+
+
+def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.device,
+               generator: torch.Generator) -> dict[str, float]:
+    """Run cfg.algo.ppo_epochs passes over cfg.algo.minibatches shuffled minibatches.
+
+    Returns the mean of each loss statistic and the last gradient norm. A non-finite
+    loss or gradient skips that optimizer step (counted in "update/skipped").
+    """
+    a, N = cfg.algo, batch.adv.shape[0]
+    norm_len = a.norm_len or cfg.sampling.max_new_tokens
+    mb_size, accum = N // a.minibatches, cfg.optim.grad_accum
+    sums: dict[str, float] = {}
+    count, skipped, grad_norm = 0, 0, 0.0
+    model.train()
+    for _ in range(a.ppo_epochs):
+        order = torch.randperm(N, generator=generator) if a.minibatches > 1 else torch.arange(N)
+        for mb in order.split(mb_size):
+            optimizer.zero_grad(set_to_none=True)
+            mb_mask = batch.rollout.completion_mask[mb]
+            finite = True
+            for micro in mb.split(math.ceil(len(mb) / accum)):
+                pids, pmask, cids, cmask, adv, old, ref = _rows(batch, micro)
+                with autocast_ctx(cfg, device):
+                    logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
+                                                with_entropy=True)
+                out = policy_loss(logp, logp.detach() if old is None else old, adv, cmask, a, ref_logp=ref,
+                                  entropy=ent, norm_len=norm_len)
+                finite &= bool(torch.isfinite(out.loss))
+                (out.loss * _micro_weight(cmask, mb_mask, a.loss_agg)).backward()
+                for k, v in out.stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
+            if finite and torch.isfinite(gn):
+                optimizer.step()
+                grad_norm = float(gn)
+            else:
+                skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+    stats = {k: v / count for k, v in sums.items()}
+    stats.update({"update/grad_norm": grad_norm, "update/skipped": skipped,
+                  "update/steps": a.ppo_epochs * a.minibatches})
+    return stats

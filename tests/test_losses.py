@@ -1,0 +1,296 @@
+"""Policy loss, aggregation and KL estimators against hand-derived values (docs/algorithms.md)."""
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from reasoner.config import AlgoConfig
+from reasoner.losses import (
+    AGGREGATIONS, KL_ESTIMATORS, AdaptiveKL, adaptive_kl_update, kl_penalized_rewards,
+    policy_loss, token_entropy, value_loss,
+)
+
+LN = math.log
+T = torch.tensor
+
+
+def cfg(**kw):
+    return AlgoConfig(**{"beta": 0.0, "loss_agg": "token_mean", **kw})
+
+
+def run(logp, old_logp, adv, mask=None, c=None, **kw):
+    """policy_loss on float lists; returns (LossOut, grad of logp)."""
+    lp = T(logp, dtype=torch.float32).requires_grad_(True)
+    old = T(old_logp, dtype=torch.float32)
+    mask = torch.ones_like(old, dtype=torch.bool) if mask is None else T(mask)
+    out = policy_loss(lp, old, T(adv, dtype=torch.float32), mask, c or cfg(), norm_len=kw.pop("norm_len", lp.shape[1]), **kw)
+    out.loss.backward()
+    return out, lp.grad
+
+
+# --- KL estimators ---------------------------------------------------------------------------
+
+# logp = ln .5, ref = ln .25 -> log_ratio = ref - logp = ln .5 = -0.693147
+#   k1 = -log_ratio = 0.693147;  k2 = .5 * 0.480453 = 0.240227;  k3 = .5 + 0.693147 - 1 = 0.193147
+KL_BY_HAND = {"k1": LN(2), "k2": 0.5 * LN(2) ** 2, "k3": 0.5 + LN(2) - 1}
+
+
+def test_every_kl_estimator_has_a_hand_value():
+    assert set(KL_ESTIMATORS.names()) == set(KL_BY_HAND)
+
+
+@pytest.mark.parametrize("name", sorted(KL_BY_HAND))
+def test_kl_estimator_by_hand(name):
+    kl = KL_ESTIMATORS.get(name)(T([[LN(0.5), 0.0]]), T([[LN(0.25), 0.0]]))
+    # second token: logp == ref -> every estimator is 0
+    assert_close(kl, T([[KL_BY_HAND[name], 0.0]]))
+
+
+@pytest.mark.parametrize("name", ["k2", "k3"])
+def test_kl_estimators_k2_k3_are_nonnegative(name):
+    g = torch.Generator().manual_seed(0)
+    logp, ref = torch.randn(64, 8, generator=g), torch.randn(64, 8, generator=g)
+    assert (KL_ESTIMATORS.get(name)(logp, ref) >= 0).all()
+
+
+def test_k1_and_k3_are_unbiased_estimates_of_kl():
+    # samples x ~ p = softmax(a); KL(p || q) = sum p (ln p - ln q); k1, k3 at x average to it
+    p, q = torch.tensor([0.7, 0.2, 0.1]), torch.tensor([0.4, 0.4, 0.2])
+    exact = (p * (p / q).log()).sum()
+    x = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    logp, ref = p.log()[x][None], q.log()[x][None]
+    for name in ("k1", "k3"):
+        assert_close(KL_ESTIMATORS.get(name)(logp, ref).mean(), exact, atol=5e-3, rtol=0)
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+# x = [[1,2,3,4],[10, pad 99, pad 99, pad 99]]:
+#   seq_mean_token_mean    = mean(2.5, 10)             = 6.25
+#   token_mean             = (1+2+3+4+10) / 5          = 4.0
+#   seq_mean_token_sum_norm (norm_len 4) = 20 / (2*4)  = 2.5
+AGG_BY_HAND = {"seq_mean_token_mean": 6.25, "token_mean": 4.0, "seq_mean_token_sum_norm": 2.5}
+X = T([[1.0, 2.0, 3.0, 4.0], [10.0, 99.0, 99.0, 99.0]])
+M = T([[True, True, True, True], [True, False, False, False]])
+
+
+def test_every_aggregation_has_a_hand_value():
+    assert set(AGGREGATIONS.names()) == set(AGG_BY_HAND)
+
+
+@pytest.mark.parametrize("name", sorted(AGG_BY_HAND))
+def test_aggregation_by_hand(name):
+    assert_close(AGGREGATIONS.get(name)(X, M, 4), T(AGG_BY_HAND[name]))
+
+
+@pytest.mark.parametrize("name", sorted(AGG_BY_HAND))
+def test_aggregation_of_a_constant_on_full_mask_is_the_constant(name):
+    full = torch.ones(3, 5, dtype=torch.bool)
+    assert_close(AGGREGATIONS.get(name)(torch.full((3, 5), -0.3), full, 5), T(-0.3))
+
+
+def test_aggregation_weights_short_vs_long_completion():
+    # one short completion (1 token) and one long (4 tokens); d loss / d x_t is each token's weight:
+    #   seq_mean_token_mean:     short token 1/(2*1) = .5, long tokens 1/(2*4) = .125 (short x4)
+    #   token_mean:              every token 1/5 = .2
+    #   seq_mean_token_sum_norm: every token 1/(2*norm_len) = 1/(2*8) = .0625, whatever the lengths
+    mask = T([[True, False, False, False], [True, True, True, True]])
+    expected = {
+        "seq_mean_token_mean": T([[0.5, 0, 0, 0], [0.125] * 4]),
+        "token_mean": T([[0.2, 0, 0, 0], [0.2] * 4]),
+        "seq_mean_token_sum_norm": T([[0.0625, 0, 0, 0], [0.0625] * 4]),
+    }
+    for name, weights in expected.items():
+        x = torch.zeros(2, 4, requires_grad=True)
+        AGGREGATIONS.get(name)(x, mask, 8).backward()
+        assert_close(x.grad, weights, msg=name)
+
+
+def test_token_sum_norm_needs_positive_norm_len():
+    with pytest.raises(ValueError, match="norm_len"):
+        AGGREGATIONS.get("seq_mean_token_sum_norm")(X, M, 0)
+
+
+@pytest.mark.parametrize("registry", [AGGREGATIONS, KL_ESTIMATORS])
+def test_unknown_names_list_valid_ones(registry):
+    with pytest.raises(KeyError) as err:
+        registry.get("nope")
+    assert all(name in str(err.value) for name in registry.names())
+
+
+def test_policy_loss_unknown_aggregation_lists_valid_ones():
+    with pytest.raises(KeyError, match="seq_mean_token_mean"):
+        run([[0.0]], [[0.0]], [1.0], c=cfg(loss_agg="nope"))
+
+
+# --- the clipped surrogate -------------------------------------------------------------------
+
+
+def test_on_policy_loss_is_minus_mean_advantage():
+    # ratio 1: per-token loss = -A = [[-1,-1],[+1, pad]]
+    #   token_mean = (-1 -1 +1)/3 = -1/3;  seq_mean_token_mean = mean(-1, +1) = 0
+    mask = [[True, True], [True, False]]
+    out, _ = run([[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [1.0, -1.0], mask)
+    assert_close(out.loss, T(-1 / 3))
+    out, _ = run([[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [1.0, -1.0], mask, c=cfg(loss_agg="seq_mean_token_mean"))
+    assert_close(out.loss, T(0.0))
+
+
+def test_gradient_pushes_positive_advantage_up_and_negative_down():
+    # ratio 1, token_mean over 2 tokens: loss = -(A1 rho1 + A2 rho2)/2, d/dlogp_i = -A_i/2
+    out, grad = run([[-1.0], [-1.0]], [[-1.0], [-1.0]], [2.0, -2.0])
+    assert_close(grad, T([[-1.0], [1.0]]))
+    # one SGD step (logp - lr * grad) raises the positive token's log-prob, lowers the negative's
+    assert grad[0, 0] < 0 < grad[1, 0]
+
+
+def test_per_token_advantages_are_accepted():
+    out, grad = run([[0.0, 0.0]], [[0.0, 0.0]], [[1.0, -3.0]])
+    assert_close(grad, T([[-0.5, 1.5]]))  # -A_t / 2
+
+
+def test_clip_stops_gradient_above_1_plus_eps_high_for_positive_advantage():
+    # rho = 1.5, A = 1, eps_high .2: min(1.5, 1.2) = 1.2 -> loss -1.2, gradient 0
+    out, grad = run([[LN(1.5)]], [[0.0]], [1.0])
+    assert_close(out.loss, T(-1.2))
+    assert_close(grad, T([[0.0]]))
+    assert out.stats["loss/clip_frac"] == 1.0
+
+
+def test_clip_stops_gradient_below_1_minus_eps_low_for_negative_advantage():
+    # rho = .5, A = -1, eps_low .2: min(-.5, -.8) = -.8 -> loss .8, gradient 0
+    out, grad = run([[LN(0.5)]], [[0.0]], [-1.0])
+    assert_close(out.loss, T(0.8))
+    assert_close(grad, T([[0.0]]))
+
+
+def test_clip_keeps_gradient_on_the_pessimistic_side():
+    # rho = .5 with A = +1: min(.5, .8) = .5 (unclipped) -> d(-rho)/dlogp = -.5
+    # rho = 1.5 with A = -1: min(-1.5, -1.2) = -1.5 (unclipped) -> d(rho)/dlogp = 1.5
+    _, grad = run([[LN(0.5)], [LN(1.5)]], [[0.0], [0.0]], [1.0, -1.0], c=cfg(loss_agg="seq_mean_token_mean"))
+    assert_close(grad, T([[-0.25], [0.75]]))  # / 2 sequences
+
+
+def test_clip_higher_uses_eps_high():
+    # rho = 1.25, A = 1: clipped by eps_high .2 (loss -1.2, grad 0), not by eps_high .28 (loss -1.25)
+    out, grad = run([[LN(1.25)]], [[0.0]], [1.0], c=cfg(eps_high=0.28))
+    assert_close(out.loss, T(-1.25))
+    assert_close(grad, T([[-1.25]]))
+    out, grad = run([[LN(1.25)]], [[0.0]], [1.0], c=cfg(eps_high=0.2))
+    assert_close(grad, T([[0.0]]))
+
+
+def test_dual_clip_bounds_negative_advantage_loss_by_c_times_abs_a():
+    # rho = 5, A = -1: PPO loss = -min(-5, -1.2) = 5; dual clip c = 3 bounds it to 3, gradient 0
+    out, grad = run([[LN(5.0)]], [[0.0]], [-1.0])
+    assert_close(out.loss, T(5.0))
+    out, grad = run([[LN(5.0)]], [[0.0]], [-1.0], c=cfg(dual_clip=3.0))
+    assert_close(out.loss, T(3.0))
+    assert_close(grad, T([[0.0]]))
+    assert out.stats["loss/dual_clip_frac"] == 1.0
+    # rho = 2 < c: untouched, loss 2 and gradient rho * |A| = 2
+    out, grad = run([[LN(2.0)]], [[0.0]], [-1.0], c=cfg(dual_clip=3.0))
+    assert_close(out.loss, T(2.0))
+    assert_close(grad, T([[2.0]]))
+    # positive advantage is never dual clipped: rho = 5, A = 1 -> clipped to -1.2
+    out, _ = run([[LN(5.0)]], [[0.0]], [1.0], c=cfg(dual_clip=3.0))
+    assert_close(out.loss, T(-1.2))
+
+
+def test_kl_in_loss_adds_beta_times_kl():
+    # A = 0, beta .1, k3 at logp ln .5, ref ln .25 -> loss = .1 * 0.193147; stats keep the raw KL
+    ref = T([[LN(0.25)]])
+    out, grad = run([[LN(0.5)]], [[LN(0.5)]], [0.0], c=cfg(beta=0.1, kl_estimator="k3"), ref_logp=ref)
+    assert_close(out.loss, T(0.1 * KL_BY_HAND["k3"]))
+    assert out.stats["loss/kl"] == pytest.approx(KL_BY_HAND["k3"], rel=1e-5)
+    # d k3 / d logp = 1 - exp(ref - logp) = 1 - .5 = .5 -> grad .05 > 0: descent moves logp toward ref
+    assert_close(grad, T([[0.05]]))
+
+
+def test_kl_is_reported_but_not_in_loss_when_in_reward_or_beta_zero():
+    ref = T([[LN(0.25)]])
+    for c in (cfg(beta=0.1, kl_in="reward"), cfg(beta=0.0)):
+        out, grad = run([[LN(0.5)]], [[LN(0.5)]], [0.0], c=c, ref_logp=ref)
+        assert_close(out.loss, T(0.0))
+        assert_close(grad, T([[0.0]]))
+        assert out.stats["loss/kl"] == pytest.approx(KL_BY_HAND["k3"], rel=1e-5)
+
+
+def test_entropy_bonus():
+    # A = 0, entropy_coef .01, entropy 2 -> loss = -.02
+    out, _ = run([[0.0]], [[0.0]], [0.0], c=cfg(entropy_coef=0.01), entropy=T([[2.0]]))
+    assert_close(out.loss, T(-0.02))
+    assert out.stats["loss/entropy"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="entropy"):
+        run([[0.0]], [[0.0]], [0.0], c=cfg(entropy_coef=0.01))
+
+
+def test_stats_are_floats_over_masked_tokens_only():
+    # ratios 1.5 (A>0, clipped), 1.0, 0.9, pad 100 (ignored): clip_frac 1/3, min .9, max 1.5
+    lp = [[LN(1.5), 0.0], [LN(0.9), LN(100.0)]]
+    out, _ = run(lp, [[0.0, 0.0], [0.0, 0.0]], [1.0, 1.0], [[True, True], [True, False]], ref_logp=T([[0.0] * 2] * 2))
+    s = out.stats
+    assert set(s) == {"loss/policy", "loss/kl", "loss/clip_frac", "loss/ratio_min", "loss/ratio_max"}
+    assert all(isinstance(v, float) for v in s.values())
+    assert s["loss/clip_frac"] == pytest.approx(1 / 3)
+    assert s["loss/ratio_min"] == pytest.approx(0.9) and s["loss/ratio_max"] == pytest.approx(1.5)
+    # policy loss: -(1.2 + 1.0 + .9)/3 = -3.1/3
+    assert s["loss/policy"] == pytest.approx(-3.1 / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad, err", [
+    ({"mask": torch.ones(1, 2)}, TypeError),
+    ({"mask": torch.ones(1, 3, dtype=torch.bool)}, ValueError),
+    ({"adv": torch.ones(3)}, ValueError),
+    ({"c": cfg(dual_clip=0.5)}, ValueError),
+    ({"c": cfg(kl_in="nowhere")}, ValueError),
+    ({"c": cfg(eps_low=1.0)}, ValueError),
+])
+def test_policy_loss_rejects_bad_input(bad, err):
+    args = {"mask": torch.ones(1, 2, dtype=torch.bool), "adv": torch.ones(1), "c": cfg()}
+    args.update(bad)
+    with pytest.raises(err):
+        policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), args["adv"], args["mask"], args["c"], norm_len=2)
+
+
+# --- KL in the reward, adaptive KL, entropy, value loss ------------------------------------
+
+
+def test_kl_penalized_rewards_by_hand():
+    # k1 = logp - ref = [[.2, 0, -.1], [.5, 0, pad]], beta .1 -> -beta*k1 = [[-.02, 0, .01], [-.05, 0, 0]]
+    # task scores [1, 0] land on the last real token: row 0 col 2, row 1 col 1
+    logp = T([[0.2, 0.0, -0.1], [0.5, 0.0, 7.0]])
+    mask = T([[True, True, True], [True, True, False]])
+    r = kl_penalized_rewards(T([1.0, 0.0]), logp, torch.zeros(2, 3), mask, 0.1, "k1")
+    assert_close(r, T([[-0.02, 0.0, 1.01], [-0.05, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="at least one real token"):
+        kl_penalized_rewards(T([1.0]), torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.bool), 0.1)
+
+
+def test_adaptive_kl_update_by_hand():
+    # target .01, horizon 10: kl .02 -> e = clip(1, ±.2) = .2 -> beta .1 * (1 + .2/10) = .102
+    assert adaptive_kl_update(0.1, 0.02, 0.01, 10) == pytest.approx(0.102)
+    # kl .009 -> e = -.1 -> .1 * (1 - .01) = .099; kl == target -> unchanged
+    assert adaptive_kl_update(0.1, 0.009, 0.01, 10) == pytest.approx(0.099)
+    ctl = AdaptiveKL(beta=0.1, target=0.01, horizon=10)
+    assert ctl.update(0.01) == pytest.approx(0.1)
+    assert ctl.update(0.02) == pytest.approx(0.102) and ctl.beta == pytest.approx(0.102)
+    with pytest.raises(ValueError, match="target"):
+        adaptive_kl_update(0.1, 0.02, 0.0, 10)
+
+
+def test_token_entropy_is_stable_and_matches_definition():
+    # uniform over 4 -> ln 4; a certain token (others -inf) -> 0, not NaN; huge logits don't overflow
+    logits = T([[[0.0, 0.0, 0.0, 0.0], [5.0, -math.inf, -math.inf, -math.inf], [1e4, 1e4, -1e4, -1e4]]])
+    assert_close(token_entropy(logits), T([[LN(4), 0.0, LN(2)]]))
+    g = torch.randn(2, 3, 11, generator=torch.Generator().manual_seed(0))
+    assert_close(token_entropy(g), torch.distributions.Categorical(logits=g).entropy())
+
+
+def test_value_loss_by_hand():
+    # V 1, old V .5, R 2, clip .2: unclipped (1-2)^2 = 1; clipped V = .7 -> (.7-2)^2 = 1.69
+    # loss = .5 * max(1, 1.69) = .845 (the pad token is ignored)
+    v = T([[1.0, 50.0]])
+    loss = value_loss(v, T([[0.5, 0.0]]), T([[2.0, 0.0]]), T([[True, False]]), clip=0.2)
+    assert_close(loss, T(0.845))

@@ -1,0 +1,258 @@
+"""The trusted harness that runs INSIDE the sandbox (its source is passed as ``python -c``).
+
+It reads one JSON task from stdin, lowers its own hard rlimits, then runs the untrusted
+program and writes JSON lines on its stdout (the program's own stdout goes to /dev/null or,
+for stdin/stdout tasks, to a per-case file). It never sees expected values: it only reports
+what the program returned or printed, as plain builtin values (``enc``), and the parent
+decides. Self-contained on purpose: stdlib only, nothing from the project. The parent imports
+this same module for ``enc``/``dec``.
+"""
+import json
+import os
+import sys
+
+import collections as _co
+
+_LEAF = (bool, int, str, type(None))
+_TYPES = {t.__name__: t for t in (int, float, str, bool, list, tuple, dict, set, frozenset, bytes, complex)}
+_DICTS = {"Counter": _co.Counter, "OrderedDict": _co.OrderedDict, "defaultdict": _co.defaultdict}
+_DICT_NAMES = {v: k for k, v in _DICTS.items()}
+
+
+class Obj:
+    """An inert copy of an instance of a class the program defined: name + attributes."""
+
+    def __init__(self, cls, attrs):
+        self.__dict__.update(attrs)
+        object.__setattr__(self, "_Obj__cls", cls)
+
+    def __eq__(self, other):
+        return type(other) is Obj and vars(self) == vars(other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"{self.__cls}({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != '_Obj__cls')})"
+
+
+def enc(v, depth=0):
+    """Plain builtin values -> JSON; exact types only (no subclasses, no custom __eq__)."""
+    t = type(v)
+    if depth > 100:
+        raise ValueError("value nested too deeply")
+    if t in _LEAF or t is float:
+        return v
+    if t is list:
+        return [enc(x, depth + 1) for x in v]
+    if t is tuple:
+        return {"$t": [enc(x, depth + 1) for x in v]}
+    if t is dict:
+        return {"$d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
+    if t is set or t is frozenset:
+        items = sorted((enc(x, depth + 1) for x in v), key=lambda e: json.dumps(e, sort_keys=True))
+        return {"$s" if t is set else "$fs": items}
+    if t is bytes:
+        return {"$b": v.hex()}
+    if t is complex:
+        return {"$c": [v.real, v.imag]}
+    if t in _DICT_NAMES:
+        return {"$m": [_DICT_NAMES[t], [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]]}
+    if t is _co.deque:
+        return {"$q": [enc(x, depth + 1) for x in v]}
+    if t is type and _TYPES.get(v.__name__) is v:
+        return {"$ty": v.__name__}
+    if t is Obj or getattr(t, "__module__", None) == "solution":
+        attrs = dict(vars(v)) if t is Obj else {k: x for k, x in vars(v).items() if type(k) is str}
+        cls = attrs.pop("_Obj__cls", None) or t.__name__
+        return {"$o": [str(cls), [[k, enc(x, depth + 1)] for k, x in attrs.items()]]}
+    raise TypeError(f"unsupported value of type {t.__name__} (only plain builtins are compared)")
+
+
+def dec(x):
+    if type(x) is list:
+        return [dec(i) for i in x]
+    if type(x) is not dict:
+        return x
+    (tag, v), = x.items()
+    if tag == "$t":
+        return tuple(dec(i) for i in v)
+    if tag == "$d":
+        return {dec(k): dec(i) for k, i in v}
+    if tag in ("$s", "$fs"):
+        return (set if tag == "$s" else frozenset)(dec(i) for i in v)
+    if tag == "$b":
+        return bytes.fromhex(v)
+    if tag == "$c":
+        return complex(*v)
+    if tag == "$m":
+        d = _DICTS[v[0]]() if v[0] != "defaultdict" else _co.defaultdict(None)
+        d.update({dec(k): dec(i) for k, i in v[1]})
+        return d
+    if tag == "$q":
+        return _co.deque(dec(i) for i in v)
+    if tag == "$ty":
+        return _TYPES[v]
+    if tag == "$o":
+        return Obj(v[0], {k: dec(i) for k, i in v[1]})
+    raise ValueError(f"unknown tag {tag!r}")
+
+
+def key(args, kwargs):
+    """Canonical string for a call's arguments (used to match record and replay)."""
+    return json.dumps([enc(list(args)), sorted((k, enc(v)) for k, v in kwargs.items())], sort_keys=True)
+
+
+def _fmt(e):
+    return f"{type(e).__name__}: {e}"[:300]
+
+
+def _limits(lim):
+    import resource as r
+    mb = 1 << 20
+    for res, val in ((r.RLIMIT_CPU, lim["cpu_s"]), (r.RLIMIT_AS, lim["memory_mb"] * mb),
+                     (r.RLIMIT_FSIZE, lim["fsize_mb"] * mb), (r.RLIMIT_NOFILE, lim["nofile"]), (r.RLIMIT_CORE, 0)):
+        soft, hard = r.getrlimit(res)
+        val = val if hard == r.RLIM_INFINITY else min(val, hard)
+        r.setrlimit(res, (val, val))
+
+
+class _Chan:
+    def __init__(self):
+        self.fd = os.dup(1)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+
+    def emit(self, **obj):
+        data = (json.dumps(obj) + "\n").encode()
+        while data:
+            data = data[os.write(self.fd, data):]
+
+
+def _load(program, name):
+    ns = {"__name__": name, "__builtins__": __builtins__}
+    exec(compile(program, "<program>", "exec"), ns)
+    return ns
+
+
+def _calls(task, chan):
+    fn = _load(task["program"], "solution").get(task["entry_point"])
+    if not callable(fn):
+        raise NameError(f"the program defines no function {task['entry_point']!r}")
+    chan.emit(event="loaded")
+    for i, case in enumerate(task["cases"]):
+        try:
+            chan.emit(case=i, value=enc(fn(*dec(case["args"]), **dec(case["kwargs"]))))
+        except BaseException as e:  # SystemExit and KeyboardInterrupt from the program too
+            chan.emit(case=i, error=_fmt(e))
+
+
+def _recorder(name, fn, chan):
+    def wrapper(*args, **kwargs):
+        k = key(args, kwargs)
+        try:
+            value = enc(fn(*args, **kwargs))
+        except BaseException as e:
+            chan.emit(rec=name, key=k, error=_fmt(e))
+            raise RuntimeError(f"{name} raised {type(e).__name__}") from None
+        chan.emit(rec=name, key=k, value=value)
+        return dec(value)  # the test only ever sees a plain copy
+    return wrapper
+
+
+def _record(task, chan):
+    import random
+    ns = _load(task["program"], "solution")
+    wrapped = {n: _recorder(n, ns[n], chan) for n in task["targets"] if callable(ns.get(n))}
+    ep = task.get("entry_point")
+    if ep is not None and ep not in wrapped:
+        raise NameError(f"the program defines no function {ep!r}")
+    chan.emit(event="loaded")
+    tns = {"__name__": "__test__", **wrapped}
+    random.seed(0)
+    try:
+        exec(compile(task["test"], "<test>", "exec"), tns)
+        if ep is not None:
+            tns["check"](wrapped[ep])
+    except BaseException as e:
+        chan.emit(event="test_error", error=_fmt(e))
+
+
+def _run_case(program, stdin_path, out_path):
+    """Child of the harness: stdin/stdout are files, the channel is closed."""
+    os.setpgid(0, 0)
+    fd_in = os.open(stdin_path, os.O_RDONLY)
+    fd_out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd_in, 0)
+    os.dup2(fd_out, 1)
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = open(1, "w", closefd=False)
+    code = 0
+    try:
+        exec(compile(program, "<program>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        code = 1
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        code = code or 1
+    os._exit(code)
+
+
+def _wait(pid, timeout):
+    import signal
+    import time
+    end = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), False
+        if time.monotonic() > end:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None, True
+        time.sleep(0.001)
+
+
+def _stdio(task, chan):
+    compile(task["program"], "<program>", "exec")  # a syntax error is a load error
+    chan.emit(event="loaded")
+    cap = task["case_output_bytes"]
+    for i, text in enumerate(task["cases"]):
+        inp, out = f"/tmp/.in{i}", f"/tmp/.out{i}"
+        with open(inp, "w") as f:
+            f.write(text)
+        pid = os.fork()
+        if pid == 0:
+            os.close(chan.fd)
+            _run_case(task["program"], inp, out)
+        code, timed_out = _wait(pid, task["case_timeout"])
+        try:
+            with open(out, "rb") as f:
+                data = f.read(cap + 1)
+        except OSError:
+            data = b""
+        chan.emit(case=i, stdout=data[:cap].decode("utf-8", "replace"), exit=code, timeout=timed_out,
+                  truncated=len(data) > cap)
+
+
+def main():
+    task = json.loads(sys.stdin.buffer.read())
+    _limits(task["limits"])
+    chan = _Chan()
+    try:
+        {"calls": _calls, "record": _record, "stdio": _stdio}[task["mode"]](task, chan)
+    except BaseException as e:
+        chan.emit(event="load_error", error=_fmt(e))
+    chan.emit(event="done")
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Structural comparison of two normalised answers.
+
+An answer is parsed into a small tree (choice letter, union of intervals, set, tuple/interval,
+matrix, unordered list, equation, hedge, leaf). Trees are compared structurally; leaves go to a
+*leaf function* returning True, False or None (undecided). In-process the leaf function only
+knows exact numbers and strings (fast, bounded); in a worker process it also calls sympy.
+"""
+from __future__ import annotations
+
+import re
+from itertools import permutations
+from typing import Callable, NamedTuple, Optional
+
+from verifiers.math.normalize import Norm
+from verifiers.math.numbers import numbers_equal, parse_base, parse_number
+
+Tri = Optional[bool]  # True, False, or None = undecided without symbolic maths
+LeafFn = Callable[[str, str, bool, bool], Tri]
+
+MAX_ITEMS = 64  # elements of a set/list/tuple; beyond that an answer is not compared
+MAX_PERM = 7  # unordered lists up to this size are matched by brute force on undecided leaves
+
+
+class Node(NamedTuple):
+    kind: str  # choice|union|set|group|matrix|list|eq|hedge|leaf
+    items: tuple  # children (Nodes) or, for leaves, (text,)
+    open: str = ""  # group brackets, e.g. "(" and "]"
+    close: str = ""
+
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CHOICE = re.compile(r"\(?([A-E])\)?(?:[:.)]|$)")
+_VAR = r"[a-zA-Z]"
+_SIMPLE_LHS = r"[a-zA-Z](?:_\{?\w+\}?)?|[a-zA-Z]\([a-zA-Z]\)"
+_REL = re.compile(r"(\\leq|\\geq|<|>|\\lt|\\gt)")
+
+
+def split_top(s: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside (), [], {}, \\{\\} (separator may be a command like ``\\cup``)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        c = s[i]
+        if s.startswith(sep, i) and depth == 0 and (not sep[-1].isalpha() or not s[i + len(sep):i + len(sep) + 1].isalpha()):
+            parts.append(s[start:i])
+            i += len(sep)
+            start = i
+            continue
+        if c == "\\" and i + 1 < len(s) and s[i + 1] in "{}":
+            depth += 1 if s[i + 1] == "{" else -1
+            i += 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        i += 1
+    parts.append(s[start:])
+    return parts
+
+
+def _wrapped(s: str, left: str, right: str) -> bool:
+    """True when ``s`` is ``left ... right`` and the left bracket closes only at the very end."""
+    if not (s.startswith(left) and s.endswith(right)) or len(s) < len(left) + len(right):
+        return False
+    inner = s[len(left):len(s) - len(right)]
+    depth = 0
+    for c in inner.replace("\\{", "(").replace("\\}", ")"):
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _inequality(s: str) -> Node | None:
+    """``a<x<b``, ``x\\geq 3`` ... -> an interval group; None if ``s`` is not one."""
+    parts = _REL.split(s)
+    if len(parts) not in (3, 5):
+        return None
+    terms, ops = [t.strip() for t in parts[::2]], parts[1::2]
+    lt = [op in ("<", "\\leq", "\\lt") for op in ops]
+    if len(set(lt)) != 1:
+        return None
+    if not lt[0]:
+        terms, ops = terms[::-1], ops[::-1]
+    strict = [op in ("<", ">", "\\lt", "\\gt") for op in ops]
+    if len(terms) == 3:
+        if not re.fullmatch(_VAR, terms[1]):
+            return None
+        lo, hi = terms[0], terms[2]
+        return Node("group", (leaf(lo), leaf(hi)), "(" if strict[0] else "[", ")" if strict[1] else "]")
+    if re.fullmatch(_VAR, terms[0]):  # x < b
+        return Node("group", (leaf("-\\infty"), leaf(terms[1])), "(", ")" if strict[0] else "]")
+    if re.fullmatch(_VAR, terms[1]):  # a < x
+        return Node("group", (leaf(terms[0]), leaf("\\infty")), "(" if strict[0] else "[", ")")
+    return None
+
+
+def leaf(s: str) -> Node:
+    return Node("leaf", (s,))
+
+
+def parse(s: str, *, top: bool = True) -> Node:
+    """The answer tree of one normalised answer string."""
+    if top and (m := _CHOICE.fullmatch(s)):
+        return Node("choice", (m.group(1),))
+    ors = split_top(s, "\\lor")
+    if len(ors) > 1:
+        ivs = [_inequality(p) for p in ors]
+        return Node("union", tuple(ivs)) if all(ivs) else Node("hedge", tuple(ors))
+    cups = split_top(s, "\\cup")
+    if len(cups) > 1:
+        return Node("union", tuple(parse(p, top=False) for p in cups))
+    if _wrapped(s, "\\{", "\\}"):
+        return Node("set", tuple(parse(p, top=False) for p in split_top(s[2:-2], ",")[:MAX_ITEMS + 1]))
+    m = re.fullmatch(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", s, re.S)
+    if m:
+        rows = [r for r in m.group(2).split("\\\\") if r.strip()]
+        return Node("matrix", tuple(Node("group", tuple(leaf(x) for x in r.split("&"))) for r in rows))
+    for left, right in (("(", ")"), ("[", "]"), ("(", "]"), ("[", ")"), ("\\langle", "\\rangle")):
+        if _wrapped(s, left, right):
+            inner = split_top(s[len(left):-len(right)], ",")
+            if len(inner) > 1:
+                return Node("group", tuple(parse(p, top=False) for p in inner[:MAX_ITEMS + 1]), left[-1], right[-1])
+    items = split_top(s, ",")
+    if len(items) > 1:
+        return Node("list", tuple(parse(p, top=False) for p in items[:MAX_ITEMS + 1]))
+    iv = _inequality(s)
+    if iv is not None:
+        return iv
+    pm = split_top(s, "\\pm")
+    if len(pm) == 2 and pm[1]:
+        a = pm[0] or "0"
+        return Node("list", (leaf(f"{a}+{pm[1]}"), leaf(f"{a}-{pm[1]}")))
+    eq = split_top(s, "=")
+    if len(eq) == 2 and not re.search(r"[<>]|\\[lg]eq", s):
+        lhs, rhs = eq
+        if re.fullmatch(_SIMPLE_LHS, lhs.strip()):  # "x=-3" inside a list of answers
+            return parse(rhs.strip(), top=False)
+        return Node("eq", (leaf(lhs), leaf(rhs)))
+    return leaf(s)
+
+
+def fast_leaf(a: str, b: str, pct_a: bool, pct_b: bool) -> Tri:
+    """Leaf equality without sympy: equal strings, exact numbers, base-n literals; else None."""
+    if a == b and pct_a == pct_b:
+        return True
+    na, nb = parse_number(a), parse_number(b)
+    if na is not None and nb is not None:
+        return numbers_equal(na, nb, pct_a, pct_b)
+    ba, bb = parse_base(a), parse_base(b)
+    if ba or bb:
+        if ba and bb:
+            return ba == bb
+        lit, other = (ba, b) if ba else (bb, a)
+        return bool(re.fullmatch(r"[0-9A-Za-z]+", other)) and other.upper() == lit.digits
+    if a == b:
+        return True
+    if not a or not b:
+        return False
+    return None
+
+
+def _all(results) -> Tri:
+    out: Tri = True
+    for r in results:
+        if r is False:
+            return False
+        if r is None:
+            out = None
+    return out
+
+
+def _ordered(xs: tuple, ys: tuple, f) -> Tri:
+    if len(xs) != len(ys) or len(xs) > MAX_ITEMS:
+        return False
+    return _all(f(x, y) for x, y in zip(xs, ys))
+
+
+def _unordered(xs: tuple, ys: tuple, f) -> Tri:
+    """Multiset equality; undecided pairs are resolved by trying matchings (small sizes only)."""
+    if len(xs) != len(ys) or len(xs) > MAX_ITEMS:
+        return False
+    table = [[f(x, y) for y in ys] for x in xs]
+    free, used = list(range(len(ys))), set()
+    for row in table:  # greedy on decided-True pairs first
+        j = next((j for j in free if row[j] is True and j not in used), None)
+        if j is None:
+            break
+        used.add(j)
+    else:
+        return True
+    if any(all(v is False for v in row) for row in table):
+        return False
+    if len(xs) > MAX_PERM:
+        return None
+    best: Tri = False
+    for perm in permutations(range(len(ys))):
+        r = _all(table[i][j] for i, j in enumerate(perm))
+        if r:
+            return True
+        if r is None:
+            best = None
+    return best
+
+
+def compare_nodes(p: Node, g: Node, f: LeafFn, pct: tuple[bool, bool] = (False, False)) -> Tri:
+    """Is prediction tree ``p`` the same answer as gold tree ``g``?"""
+    rec = lambda x, y: compare_nodes(x, y, f, pct)  # noqa: E731
+    if p.kind == "hedge" or g.kind == "hedge":
+        return False
+    if g.kind == "choice" or p.kind == "choice":
+        return p.kind == g.kind and p.items == g.items
+    if p.kind == "union" and g.kind == "union":
+        return _unordered(p.items, g.items, rec)
+    if p.kind == "union" or g.kind == "union":  # a single interval against a union of one
+        u, o = (p, g) if p.kind == "union" else (g, p)
+        return rec(u.items[0], o) if len(u.items) == 1 else False
+    if p.kind in ("set", "list") and g.kind in ("set", "list"):
+        return _unordered(p.items, g.items, rec)
+    if p.kind == "group" and g.kind == "group":
+        if (p.open, p.close) != (g.open, g.close):
+            return False
+        return _ordered(p.items, g.items, rec)
+    if {p.kind, g.kind} == {"group", "list"} and "(" in (p.open + g.open):
+        return _ordered(p.items, g.items, rec)  # "1, 2" against the pair (1, 2)
+    if p.kind == "matrix" and g.kind == "matrix":
+        return _ordered(p.items, g.items, lambda x, y: _ordered(x.items, y.items, rec))
+    if p.kind == "eq" and g.kind == "eq":
+        direct = _all([rec(p.items[0], g.items[0]), rec(p.items[1], g.items[1])])
+        if direct is not False:
+            return direct
+        return _all([rec(p.items[0], g.items[1]), rec(p.items[1], g.items[0])])
+    if p.kind == "leaf" and g.kind == "leaf":
+        return f(p.items[0], g.items[0], pct[0], pct[1])
+    return False
+
+
+def compare(pred: Norm, gold: Norm, f: LeafFn = fast_leaf) -> Tri:
+    if not pred.text:
+        return False
+    return compare_nodes(parse(pred.text), parse(gold.text), f, (pred.percent, gold.percent))

@@ -1,0 +1,246 @@
+"""A persistent pool of killable worker processes for symbolic comparisons.
+
+Each worker owns a pipe. A caller (any thread) takes an idle worker, sends one job, and polls
+the pipe until its deadline; past it the worker is SIGKILLed and a replacement is started in the
+background. No ``signal.alarm``: this works from any thread and inside any process. Workers are
+plain subprocesses that import sympy once and then serve many jobs; a kill is rare (adversarial
+input) and its replacement starts off the caller's path. The pool is created lazily on first use
+and torn down at exit.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, NamedTuple
+
+STARTUP_TIMEOUT = 120.0  # seconds a fresh worker may take to import sympy (not part of a deadline)
+
+
+class Result(NamedTuple):
+    status: str  # ok | timeout | error
+    value: Any  # the job's return value (ok) or a short message
+    seconds: float
+
+
+def _serve(conn) -> None:
+    """Worker main loop: warm up, then answer ``(fn_name, args)`` jobs forever."""
+    from verifiers.math import symbolic
+
+    symbolic.warmup()
+    conn.send("ready")
+    while True:
+        try:
+            name, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            out = ("ok", getattr(symbolic, name)(*args))
+        except BaseException as e:  # noqa: BLE001 - any failure becomes an "error" verdict
+            out = ("error", f"{type(e).__name__}: {e}"[:200])
+        try:
+            conn.send(out)
+        except (OSError, ValueError):
+            return
+
+
+def _orphan_watch(parent: int) -> None:
+    """Exit when the parent is gone, even if the main thread is stuck inside sympy."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def serve_fd(fd: int, parent: int) -> None:
+    """Entry point of a worker subprocess: ``fd`` is its end of a socketpair."""
+    threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
+    _serve(Connection(fd))
+
+
+_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the verifiers package
+
+
+class _Worker:
+    """One plain subprocess (no multiprocessing start method, so the caller's ``__main__`` is
+    never re-imported) talking pickles over a socketpair."""
+
+    def __init__(self):
+        self.conn, child = mp.Pipe(duplex=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        code = f"from verifiers.math.pool import serve_fd; serve_fd({child.fileno()}, {os.getpid()})"
+        self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(child.fileno(),), env=env,
+                                     stdin=subprocess.DEVNULL, close_fds=True)
+        child.close()
+
+    def wait_ready(self, timeout: float) -> bool:
+        try:
+            return self.conn.poll(timeout) and self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            return False
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(5.0)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class WorkerPool:
+    """At most ``size`` workers; ``run`` blocks for a free one, then enforces the deadline."""
+
+    def __init__(self, size: int | None = None):
+        self.size = size or default_size()
+        self._idle: list[_Worker] = []
+        self._alive = 0  # started or starting
+        self._cv = threading.Condition()
+        self._closed = False
+        self.kills = 0
+
+    def _start_one(self) -> _Worker | None:
+        w = _Worker()
+        if w.wait_ready(STARTUP_TIMEOUT):
+            return w
+        w.kill()
+        return None
+
+    def _acquire(self, deadline: float) -> tuple[_Worker | None, bool]:
+        """An idle worker; a fresh one when below ``size`` (startup not charged to the deadline);
+        None when every worker is busy or restarting until ``deadline``."""
+        with self._cv:
+            while not self._idle and self._alive >= self.size:
+                left = deadline - time.perf_counter()
+                if self._closed:
+                    raise RuntimeError("worker pool is closed")
+                if left <= 0:
+                    return None, False
+                self._cv.wait(min(left, 0.5))
+            if self._idle:
+                return self._idle.pop(), False
+            self._alive += 1
+        w = self._start_one()
+        if w is None:
+            self._forget()
+            raise RuntimeError("math worker failed to start")
+        return w, True
+
+    def _release(self, w: _Worker) -> None:
+        with self._cv:
+            if self._closed:
+                w.kill()
+                self._alive -= 1
+            else:
+                self._idle.append(w)
+            self._cv.notify()
+
+    def _forget(self) -> None:
+        with self._cv:
+            self._alive -= 1
+            self._cv.notify()
+
+    def _replace_later(self) -> None:
+        """Start a replacement in the background so the next caller does not pay for it."""
+        threading.Thread(target=self._add_started, daemon=True, name="math-worker-respawn").start()
+
+    def run(self, fn_name: str, args: tuple, timeout: float) -> Result:
+        """Run ``symbolic.<fn_name>(*args)`` in a worker; kill it if ``timeout`` seconds pass."""
+        t0 = time.perf_counter()
+        deadline = t0 + timeout
+        w, cold = self._acquire(deadline)
+        if w is None:
+            return Result("timeout", f"no worker free within {timeout:g}s", time.perf_counter() - t0)
+        if cold:  # this call started the worker: its one-off startup is not charged to the job
+            t0 = time.perf_counter()
+            deadline = t0 + timeout
+        try:
+            w.conn.send((fn_name, args))
+            if w.conn.poll(max(0.0, deadline - time.perf_counter())):
+                status, value = w.conn.recv()
+                self._release(w)
+                return Result(status, value, time.perf_counter() - t0)
+        except (EOFError, OSError, BrokenPipeError) as e:
+            w.kill()
+            self._forget()
+            return Result("error", f"worker died: {type(e).__name__}", time.perf_counter() - t0)
+        w.kill()
+        self.kills += 1
+        self._replace_later()  # the dead worker's slot passes to its replacement
+        return Result("timeout", f"no result within {timeout:g}s", time.perf_counter() - t0)
+
+    def warm(self) -> None:
+        """Start every worker now (in parallel) instead of on first need."""
+        with self._cv:
+            missing = self.size - self._alive
+            self._alive += missing
+        threads = [threading.Thread(target=self._add_started) for _ in range(missing)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> bool:
+        """Block until all ``size`` workers are started and idle (e.g. after kills); False on timeout."""
+        self.warm()
+        end = time.perf_counter() + timeout
+        with self._cv:
+            while len(self._idle) < self.size and time.perf_counter() < end:
+                self._cv.wait(0.2)
+            return len(self._idle) >= self.size
+
+    def _add_started(self) -> None:
+        w = self._start_one()
+        if w is None:
+            self._forget()
+        else:
+            self._release(w)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._alive -= len(idle)
+            self._cv.notify_all()
+        for w in idle:
+            w.kill()
+
+
+def default_size() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(n, 32))
+
+
+_POOL: WorkerPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def get_pool() -> WorkerPool:
+    """The process-wide pool, created on first use (never at import)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._closed:
+            _POOL = WorkerPool()
+            atexit.register(_POOL.close)
+        return _POOL
+
+
+def shutdown() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
