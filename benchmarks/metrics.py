@@ -16,7 +16,9 @@ every sample (no "first k" bias) and are exact, not Monte Carlo.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+import re
+from fractions import Fraction
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -62,27 +64,43 @@ def answer_classes(answers: Sequence[str | None], correct: Sequence[bool | float
                    equivalent: Equivalent | None = None) -> tuple[list[tuple[int, float]], int]:
     """Group answers by equivalence: ([(class size, mean correctness of its members)], #None).
 
-    Identical strings are merged first, so ``equivalent`` runs once per pair of distinct
-    strings (greedy: each string joins the first class whose representative it equals).
+    Identical strings are merged first, then plain numbers of equal exact value (``27`` and
+    ``27.0``, ``1/2`` and ``0.5``); ``equivalent`` then runs on pairs of the remaining distinct
+    strings, except pairs of two plain numbers, whose values already differ (greedy: each
+    string joins the first class whose representative it matches).
     """
     if len(answers) != len(correct):
         raise ValueError(f"{len(answers)} answers but {len(correct)} correctness flags")
     eq = equivalent or default_equivalent()
-    by_text: dict[str, list[int]] = {}
+    by_text: dict[Any, list[int]] = {}
     for i, a in enumerate(answers):
         if a is not None:
-            by_text.setdefault(a.strip(), []).append(i)
-    reps: list[str] = []
+            num = _number(a)
+            by_text.setdefault(a.strip() if num is None else num, []).append(i)
+    reps: list[Any] = []
     members: list[list[int]] = []
-    for text, idx in by_text.items():
-        j = next((j for j, r in enumerate(reps) if text == r or _safe_eq(eq, text, r)), None)
+    for key, idx in by_text.items():
+        text = answers[idx[0]].strip()  # type: ignore[union-attr]
+        j = next((j for j, r in enumerate(reps) if not (isinstance(key, Fraction) and isinstance(r[0], Fraction))
+                  and _safe_eq(eq, text, r[1])), None)
         if j is None:
-            reps.append(text)
+            reps.append((key, text))
             members.append(list(idx))
         else:
             members[j].extend(idx)
     classes = [(len(m), float(np.mean([float(correct[i]) for i in m]))) for m in members]
     return classes, sum(a is None for a in answers)
+
+
+def _number(text: str) -> Fraction | None:
+    """The exact value of a plain number (``-3``, ``27.0``, ``1/2``, ``1,000``), else None."""
+    t = text.strip().replace(",", "")
+    if not re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)(/\d+)?", t):
+        return None
+    try:
+        return Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def _safe_eq(eq: Equivalent, a: str, b: str) -> bool:

@@ -92,24 +92,23 @@ def aggregate(records: list[dict[str, Any]], problems: Sequence[Problem], n: int
 
 def run_suites(sampler: Any, tokenizer: Any, suites: Sequence[str], data_cfg: Any, protocol: Protocol,
                out_dir: str | Path, model: str = "", log: Callable[[str], None] = print,
-               equivalent: Equivalent | None = None) -> dict[str, Any]:
-    """Greedy pass + one sampled pass per seed for every suite; writes all outputs to ``out_dir``."""
-    import dataclasses
+               equivalent: Equivalent | None = None, loaded: dict[str, tuple[Suite, list]] | None = None
+               ) -> dict[str, Any]:
+    """Greedy pass + one sampled pass per seed for every suite; writes all outputs to ``out_dir``.
 
+    ``loaded`` (from ``load_suites``) lets a caller load the data before the model."""
     from reasoner.data import render_all
 
     protocol.validate()
+    cfg = eval_data_cfg(data_cfg, protocol)
+    loaded = loaded if loaded is not None else load_suites(suites, data_cfg, protocol)  # all data before any sampling
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(data_cfg, template=protocol.template, instruction=protocol.instruction,
-                              system_prompt=protocol.system_prompt, few_shot=protocol.few_shot)
     k_list = protocol.k_list or default_k_list(protocol.n)
     results: dict[str, Any] = {"protocol": protocol_record(model, suites, protocol, k_list, cfg), "suites": {}}
     timing = {"completions": 0, "generate_s": 0.0, "verify_s": 0.0}
     with open(out / "completions.jsonl", "w", encoding="utf-8") as comp:
-        for spec in suites:
-            suite = resolve_suite(spec)
-            problems = load_suite(suite, cfg, protocol.limit)
+        for suite, problems in loaded.values():
             prompts = render_all(problems, tokenizer, cfg)
             entry = _run_one(sampler, suite, problems, prompts, protocol, k_list, comp, timing, equivalent)
             entry["example_prompt"] = prompts[0]
@@ -122,6 +121,24 @@ def run_suites(sampler: Any, tokenizer: Any, suites: Sequence[str], data_cfg: An
         f"{100 * results['timing']['verify_share']:.1f}% of the time in verification")
     write_outputs(results, out, protocol.n, k_list)
     return results
+
+
+def eval_data_cfg(data_cfg: Any, protocol: Protocol) -> Any:
+    """The data config with the protocol's prompt settings (template, instruction, ...)."""
+    import dataclasses
+
+    return dataclasses.replace(data_cfg, template=protocol.template, instruction=protocol.instruction,
+                               system_prompt=protocol.system_prompt, few_shot=protocol.few_shot)
+
+
+def load_suites(suites: Sequence[str], data_cfg: Any, protocol: Protocol) -> dict[str, tuple[Suite, list]]:
+    """Every suite's problems, loaded up front so that a data error stops the run before sampling."""
+    cfg = eval_data_cfg(data_cfg, protocol)
+    out = {}
+    for spec in suites:
+        suite = resolve_suite(spec)
+        out[suite.name] = (suite, load_suite(suite, cfg, protocol.limit))
+    return out
 
 
 def _run_one(sampler, suite: Suite, problems, prompts, protocol: Protocol, k_list, comp, timing,
@@ -216,6 +233,7 @@ def plot_pass_at_k(results: dict[str, Any], k_list: Sequence[int], path: Path) -
         errs = [100 * e["std"][f"pass@{k}"] for k in k_list]
         ax.errorbar(list(k_list), ys, yerr=errs, marker="o", capsize=3, label=name)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(list(k_list), [str(k) for k in k_list])
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")
     ax.set_title(f"pass@k ({results['protocol']['model'] or 'model'})")
@@ -224,3 +242,35 @@ def plot_pass_at_k(results: dict[str, Any], k_list: Sequence[int], path: Path) -
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- during training
+
+_SUITE_CACHE: dict[tuple, tuple[list, list[str]]] = {}
+
+
+def suite_metrics(sampler: Any, cfg: Any, step: int, tokenizer: Any = None) -> dict[str, float]:
+    """What the trainer logs every ``run.eval_every`` steps for ``run.eval_suites`` (comma-separated):
+    ``eval/<suite>/accuracy`` (greedy) and, when ``run.eval_samples`` > 0, ``eval/<suite>/avg@n`` and
+    ``eval/<suite>/pass@n`` at the training temperature. Problems and prompts are loaded once."""
+    from reasoner.data import render_all
+
+    tok = tokenizer if tokenizer is not None else sampler.tokenizer
+    row: dict[str, float] = {}
+    for spec in [s.strip() for s in cfg.run.eval_suites.split(",") if s.strip()]:
+        key = (spec, id(tok), cfg.data.data_dir, cfg.data.template, cfg.data.instruction, cfg.data.few_shot)
+        if key not in _SUITE_CACHE:
+            suite = resolve_suite(spec)
+            problems = load_suite(suite, cfg.data)
+            _SUITE_CACHE[key] = (problems, render_all(problems, tok, cfg.data))
+        problems, prompts = _SUITE_CACHE[key]
+        greedy = evaluate(sampler, problems, prompts, n=1, temperature=0.0, max_new_tokens=cfg.sampling.max_new_tokens)
+        row[f"eval/{spec}/accuracy"] = greedy.metrics["accuracy"]
+        n = cfg.run.eval_samples
+        if n:
+            res = evaluate(sampler, problems, prompts, n=n, temperature=cfg.sampling.temperature,
+                           top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens,
+                           seed=cfg.run.seed + step, k_list=[1, n])
+            row[f"eval/{spec}/avg@{n}"] = res.metrics[f"avg@{n}"]
+            row[f"eval/{spec}/pass@{n}"] = res.metrics[f"pass@{n}"]
+    return row

@@ -1,8 +1,9 @@
 """Checkpoints a resume needs, written atomically: tmp dir, then rename; keep the last K.
 
 A checkpoint directory holds the model and tokenizer (``AutoModelForCausalLM.from_pretrained``
-loads it directly) and ``trainer_state.pt``: optimizer, scheduler, RNG states, step, data
-cursor and the metrics so far.
+loads it directly; a LoRA run stores the adapter only) and ``trainer_state.pt``: optimizer,
+scheduler, every rank's RNG states, step (the data cursor: batches are a function of the step)
+and the metrics so far.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from reasoner import distributed
 
 STATE = "trainer_state.pt"
 
@@ -34,21 +37,64 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep: int) -> Path:
-    """Write checkpoints/step-XXXXXXX atomically and prune all but the newest ``keep``."""
+    """Write checkpoints/step-XXXXXXX atomically and prune all but the newest ``keep``.
+
+    Under torchrun every rank calls it (it gathers each rank's RNG states); rank 0 writes,
+    then all ranks wait at a barrier. A LoRA policy saves its adapter only.
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    rngs = distributed.gather_objects(_rng_state())  # [rank 0, rank 1, ...]
     unwrapped = getattr(model, "module", model)
-    unwrapped.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save({**state, "step": step, "rng": _rng_state()}, tmp / STATE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    full = distributed.fsdp_full_state_dict(unwrapped) if _is_sharded(unwrapped) else None
+    if distributed.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped.save_pretrained(tmp, **({"state_dict": full} if full is not None else {}))
+        tokenizer.save_pretrained(tmp)
+        torch.save({**state, "step": step, "rng": rngs}, tmp / STATE)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier()
     return final
+
+
+def save_final(path: Path, model, tokenizer) -> None:
+    """The trained model, loadable by ``from_pretrained``: a LoRA policy is saved merged (its
+    adapter in ``path/adapter``; this ends the adapter). Under torchrun: collective, rank 0 writes."""
+    from reasoner import lora
+
+    unwrapped = getattr(model, "module", model)
+    full = distributed.fsdp_full_state_dict(unwrapped) if _is_sharded(unwrapped) else None
+    if distributed.is_main():
+        if lora.is_peft(unwrapped):
+            lora.save_merged(unwrapped, path, tokenizer)
+        else:
+            unwrapped.save_pretrained(path, **({"state_dict": full} if full is not None else {}))
+            tokenizer.save_pretrained(path)
+    distributed.barrier()
+
+
+def _is_sharded(model) -> bool:
+    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+def load_weights(model, ckpt: Path, dtype: torch.dtype, device) -> None:
+    """Load a checkpoint's weights into ``model`` in place (the adapter only for a LoRA policy)."""
+    from reasoner import lora
+
+    if lora.is_peft(model):
+        lora.load_adapter(model, ckpt)
+        return
+    from transformers import AutoModelForCausalLM
+
+    weights = AutoModelForCausalLM.from_pretrained(ckpt, dtype=dtype).to(device).state_dict()
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise ValueError(f"{ckpt}: weights do not fit the model (unexpected keys {unexpected[:3]})")
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -71,8 +117,12 @@ def find_resume(run_dir: Path, resume: str) -> Path | None:
     return path
 
 
-def load_state(ckpt: Path) -> dict[str, Any]:
-    """Load trainer_state.pt and restore the RNG states it holds."""
+def load_state(ckpt: Path, rank: int | None = None) -> dict[str, Any]:
+    """Load trainer_state.pt and restore this rank's RNG states (rank 0's for a new extra rank)."""
     state = torch.load(Path(ckpt) / STATE, weights_only=False)
-    _set_rng_state(state["rng"])
+    rng = state["rng"]
+    if isinstance(rng, list):
+        rank = distributed.info().rank if rank is None else rank
+        rng = rng[rank] if rank < len(rng) else rng[0]
+    _set_rng_state(rng)
     return state

@@ -113,6 +113,7 @@ class RunConfig:
     log_samples_every: int = 25
     threads: int = 0  # torch threads; 0 = leave torch's default
     device: str = "auto"  # auto | cpu | cuda
+    parallel: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2, sharded weights)
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
     allow_weak_sandbox: bool = False
     progress: bool = True
@@ -153,6 +154,7 @@ CHOICES: dict[str, Any] = {
     "algo.overlong": ("none", "mask", "soft"),
     "optim.schedule": ("constant", "cosine", "linear"),
     "run.device": ("auto", "cpu", "cuda"),
+    "run.parallel": ("ddp", "fsdp"),
 }
 POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
             "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries")
@@ -244,6 +246,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}={value!r} must be {'>= 1' if key in POSITIVE else '>= 0'}")
     if not 0 < cfg.sampling.top_p <= 1:
         raise ConfigError(f"sampling.top_p={cfg.sampling.top_p!r} must be in (0, 1]")
+    from reasoner.rewards import check_weights
+
+    try:
+        check_weights(cfg.algo.reward_weights)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"algo.reward_weights: {e.args[0]}") from None
     n = cfg.run.batch_size * cfg.sampling.group_size
     if n % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches} must divide run.batch_size*sampling.group_size={n}")

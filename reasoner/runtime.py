@@ -7,8 +7,20 @@ import random
 import numpy as np
 import torch
 
+from reasoner import distributed, lora
 from reasoner.config import Config
 from reasoner.types import Problem
+
+
+def setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo]:
+    """Step 1, before any model is loaded: config checks, threads, seeds, device, process group."""
+    lora.check_config(cfg.model, cfg.sampling.backend)
+    distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights and adapters
+    device = distributed.local_device(pick_device(cfg.run.device))
+    return device, distributed.init(device)
 
 
 def pick_device(name: str) -> torch.device:
@@ -25,10 +37,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_policy(model, cfg: Config):
+    """Gradient checkpointing and LoRA adapters as configured; returns the policy to train."""
+    if cfg.model.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if lora.enabled(cfg.model):
+        model = lora.wrap(model, cfg.model)
+    return model
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The minibatch-shuffle generator of one step: a function of (seed, step), so resumes replay it."""
+    return torch.Generator().manual_seed(seed * 1_000_033 + step)
+
+
 def make_reference(policy, cfg: Config):
-    """A frozen copy of the starting policy, or None when beta == 0 (no memory, no passes)."""
+    """A frozen copy of the starting policy, or None when beta == 0 (no memory, no passes).
+
+    With LoRA the reference is the policy itself with its adapters disabled (no copy).
+    """
     if cfg.algo.beta == 0:
         return None
+    if lora.is_peft(policy):
+        return lora.AdapterOffReference(policy)
     ref = copy.deepcopy(policy).eval()
     ref.requires_grad_(False)
     return ref
@@ -64,12 +99,19 @@ def make_optimizer(model, cfg: Config):
 
 
 class ProblemStream:
-    """Deterministic batches: epoch e is a permutation seeded by (seed, e); the cursor is the step."""
+    """Deterministic batches: epoch e is a permutation seeded by (seed, e); the cursor is the step.
 
-    def __init__(self, problems: list[Problem], batch_size: int, seed: int):
+    ``batch_size`` is the global batch; under torchrun rank r of W gets its contiguous
+    ``batch_size / W`` problems of it (``batch(step)``), so groups stay whole on one rank.
+    """
+
+    def __init__(self, problems: list[Problem], batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if not problems:
             raise ValueError("the training set is empty")
+        if batch_size % world:
+            raise ValueError(f"batch_size={batch_size} is not divisible by the world size {world}")
         self.problems, self.batch_size, self.seed = problems, batch_size, seed
+        self.rank, self.world = rank, world
 
         self._perms: dict[int, list[int]] = {}
 
@@ -79,7 +121,12 @@ class ProblemStream:
             self._perms = {epoch: torch.randperm(len(self.problems), generator=g).tolist()}
         return self._perms[epoch]
 
-    def batch(self, step: int) -> list[Problem]:
+    def global_batch(self, step: int) -> list[Problem]:
         n = len(self.problems)
         return [self.problems[self._perm(k // n)[k % n]]
                 for k in range(step * self.batch_size, (step + 1) * self.batch_size)]
+
+    def batch(self, step: int) -> list[Problem]:
+        """This rank's share of the step's global batch (all of it in one process)."""
+        per = self.batch_size // self.world
+        return self.global_batch(step)[self.rank * per:(self.rank + 1) * per]

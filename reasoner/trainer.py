@@ -10,11 +10,12 @@ import torch
 from tqdm import tqdm
 
 import verifiers
-from reasoner import checkpoint, data, runtime
+from reasoner import checkpoint, data, distributed, dynamic, runtime
 from reasoner.advantages import ADVANTAGES, frac_zero_std_groups
 from reasoner.config import Config, save_config
+from reasoner.data.overlap import warn_overlap
 from reasoner.losses import KL_ESTIMATORS
-from reasoner.metrics import MetricsLog, log_samples
+from reasoner.metrics import log_samples
 from reasoner.models import load_model
 from reasoner.sampler import SamplingParams
 from reasoner.update import UpdateBatch, autocast_ctx, ppo_update
@@ -33,44 +34,44 @@ def train(cfg: Config) -> dict:
        run.eval_every steps and checkpoint every run.save_every steps.
     7. Evaluate again, save the final model, write summary.json, the CSV and the plot.
     """
-    # 1. prepare
+    # 1. prepare (config checks before any model is loaded; under torchrun, join the process group)
+    device, dd = runtime.setup(cfg)
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    runtime.seed_everything(cfg.run.seed)
-    device = runtime.pick_device(cfg.run.device)
+    if dd.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     t_start = time.perf_counter()
 
     # 2. problems
     train_set = data.load_problems(cfg.data.train, cfg.data.train_split, cfg.data)
     eval_set = data.load_problems(cfg.data.eval, cfg.data.eval_split, cfg.data)
     eval_set = eval_set[: cfg.data.eval_size] if cfg.data.eval_size else eval_set
-    _warn_overlap(train_set, {cfg.data.eval: eval_set})
+    warn_overlap(train_set, {cfg.data.eval: eval_set})
     isolation = _check_sandbox(train_set + eval_set, cfg)
 
     # 3. models
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
+    model = runtime.prepare_policy(model, cfg)  # gradient checkpointing, LoRA
+    policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
     ref = runtime.make_reference(model, cfg)
     sampler = runtime.make_sampler(model, tok, cfg, device)
     opt, sched = runtime.make_optimizer(model, cfg)
     render = lambda p: data.render(p, tok, cfg.data)  # noqa: E731
     eval_prompts = [render(p) for p in eval_set]
-    stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed)
-    log, start, beta = MetricsLog(out), 0, cfg.algo.beta
+    stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed, dd.rank, dd.world)
+    log, start, beta = distributed.metrics_log(out), 0, cfg.algo.beta
 
     # 4. resume
     ckpt = checkpoint.find_resume(out, cfg.run.resume)
     if ckpt is not None:
         state = checkpoint.load_state(ckpt)
-        model.load_state_dict(_load_weights(ckpt, cfg, device), strict=False)
+        checkpoint.load_weights(model, ckpt, getattr(torch, cfg.model.dtype), device)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, beta = state["step"], state["beta"]
-        log = MetricsLog(out, state["metrics"])
+        log = distributed.metrics_log(out, state["metrics"])
         sampler.sync_weights(model)
-        print(f"resumed from {ckpt} at step {start}")
+        print(f"[rank {dd.rank}] resumed from {ckpt} at step {start}")
 
     # 5. evaluate before training
     if start == 0:
@@ -78,26 +79,16 @@ def train(cfg: Config) -> dict:
     before = log.rows[0].get("eval/accuracy", float("nan")) if log.rows else float("nan")
 
     # 6. the loop
-    gen = torch.Generator().manual_seed(cfg.run.seed)
     bad_steps, G = 0, cfg.sampling.group_size
-    bar = tqdm(range(start, cfg.run.steps), initial=start, total=cfg.run.steps, disable=not cfg.run.progress,
-               dynamic_ncols=True)
+    bar = tqdm(range(start, cfg.run.steps), initial=start, total=cfg.run.steps,
+               disable=not (cfg.run.progress and dd.is_main), dynamic_ncols=True)
     for step in bar:
         t = {}
-        # (a) problems
-        problems = stream.batch(step)
-        prompts = [render(p) for p in problems]
-        # (b) sample
-        t0 = time.perf_counter()
+        # (a)-(c) problems, sample, score, shape rewards; dynamic sampling refills dropped groups
         params = SamplingParams(n=G, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                                max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.run.seed * 1_000_003 + step)
-        roll = sampler.generate(prompts, params)
-        t["generate"] = time.perf_counter() - t0
-        # (c) score
-        t0 = time.perf_counter()
-        verdicts = verifiers.score_all(roll.texts, [p for p in problems for _ in range(G)])
-        scores = torch.tensor([v.score for v in verdicts], dtype=torch.float32)  # [N]
-        t["verify"] = time.perf_counter() - t0
+                                max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.run.seed * 1_000_003 + step + 7_919 * dd.rank)
+        sc, shaped = dynamic.collect(stream, step, render, sampler, params, cfg, t)
+        prompts, roll, verdicts, scores = sc.prompts, sc.roll, sc.verdicts, sc.scores
         # (d) reference (and old) log-probs
         t0 = time.perf_counter()
         ref_logp = _logp(ref, roll, cfg, device) if ref is not None else None
@@ -105,7 +96,7 @@ def train(cfg: Config) -> dict:
         old_logp = _logp(model, roll, cfg, device) if multi_pass else None
         t["reference"] = time.perf_counter() - t0
         # (e) advantages
-        rewards = scores.clone()
+        rewards = sc.rewards.clone()  # [N] scores + weighted extra rewards + overlong punishment
         if ref_logp is not None and cfg.algo.kl_in == "reward":
             kl = KL_ESTIMATORS.get(cfg.algo.kl_estimator)(roll.logp, ref_logp) * roll.completion_mask
             rewards = rewards - beta * kl.sum(-1)
@@ -115,16 +106,17 @@ def train(cfg: Config) -> dict:
         t0 = time.perf_counter()
         in_loss = cfg.algo.kl_in == "loss"
         step_cfg = replace(cfg, algo=replace(cfg.algo, beta=beta if in_loss else 0.0))
-        upd = ppo_update(model, opt, UpdateBatch(roll, adv, old_logp, ref_logp if in_loss else None),
-                         step_cfg, device, gen)
+        upd = ppo_update(policy, opt, UpdateBatch(roll, adv, old_logp, ref_logp if in_loss else None),
+                         step_cfg, device, runtime.step_generator(cfg.run.seed, step))
         beta = _adapt_beta(beta, upd.get("loss/kl", 0.0), cfg)
         sched.step()
         sampler.sync_weights(model)
         t["update"] = time.perf_counter() - t0
         # (g) log
         row = _step_row(step + 1, roll, verdicts, scores.view(-1, G), upd, t, opt, beta)
+        row = distributed.reduce_metrics({**row, **shaped})  # shaped: reward/<name>, reward/total, dynamic/*
         bad_steps = bad_steps + 1 if upd["update/skipped"] else 0
-        if cfg.run.log_samples_every and step % cfg.run.log_samples_every == 0:
+        if dd.is_main and cfg.run.log_samples_every and step % cfg.run.log_samples_every == 0:
             log_samples(out / "samples.jsonl", step + 1, prompts, roll.texts, scores.tolist(),
                         [v.status for v in verdicts], G)
         if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and step + 1 < cfg.run.steps:
@@ -143,15 +135,16 @@ def train(cfg: Config) -> dict:
     # 7. final evaluation and outputs
     final = evaluate(sampler, eval_set, eval_prompts, cfg, step=cfg.run.steps)
     log.rows[-1].update(final) if log.rows[-1]["step"] == cfg.run.steps else log.log({"step": cfg.run.steps, **final})
-    log = MetricsLog(out, log.rows)  # rewrite metrics.jsonl with the final row merged
+    log = distributed.metrics_log(out, log.rows)  # rewrite metrics.jsonl with the final row merged
     log.write_csv()
     log.plot()
-    model.save_pretrained(out / "final")
-    tok.save_pretrained(out / "final")
+    checkpoint.save_final(out / "final", model, tok)  # LoRA: merged, adapter in final/adapter
     summary = {"heldout_accuracy_before": before, "heldout_accuracy_after": final.get("eval/accuracy"),
                "heldout_problems": len(eval_set), "steps": cfg.run.steps, "seconds": time.perf_counter() - t_start,
                "sandbox_isolation": isolation, "final_model": str(out / "final"),
                **{k: v for k, v in final.items()}}
+    if not dd.is_main:
+        return summary
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"held-out accuracy (greedy, {len(eval_set)} problems): before {before:.3f} -> after "
           f"{summary['heldout_accuracy_after']:.3f}   [{summary['seconds']:.0f} s, run dir {out}]")
@@ -212,24 +205,9 @@ def _save(out, step, model, tok, opt, sched, beta, log, cfg) -> None:
     checkpoint.save(out, step, model, tok, state, cfg.run.keep_checkpoints)
 
 
-def _load_weights(ckpt: Path, cfg: Config, device) -> dict:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, cfg.model.dtype)).to(device).state_dict()
-
-
 def _check_sandbox(problems, cfg: Config) -> str | None:
     if not any(p.verifier == "code" for p in problems):
         return None
     from verifiers.code import require_isolation
 
     return require_isolation(cfg.run.allow_weak_sandbox)
-
-
-def _warn_overlap(train_set, evals) -> None:
-    try:
-        from reasoner.data.overlap import find_overlap
-    except ImportError:
-        return
-    report = find_overlap(train_set, evals)
-    print(report)

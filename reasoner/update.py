@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from reasoner import distributed
 from reasoner.config import Config
 from reasoner.logprobs import completion_logp
 from reasoner.losses import policy_loss
+from reasoner.rewards import overlong_loss_mask
 from reasoner.types import Rollout
 
 
@@ -37,6 +39,13 @@ def _rows(batch: UpdateBatch, idx: torch.Tensor):
             batch.adv[idx], pick(batch.old_logp), pick(batch.ref_logp))
 
 
+def _loss_mask(batch: UpdateBatch, idx: torch.Tensor, cmask: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Tokens that count in the loss: the sampled ones, minus truncated rows when algo.overlong=mask."""
+    if cfg.algo.overlong != "mask":
+        return cmask
+    return overlong_loss_mask(cmask, batch.rollout.truncated[idx])
+
+
 def _micro_weight(mask: torch.Tensor, mb_mask: torch.Tensor, loss_agg: str) -> float:
     """Share of a micro-batch in its minibatch's loss, so accumulation equals one big batch."""
     if loss_agg == "token_mean":
@@ -49,7 +58,9 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
     """Run cfg.algo.ppo_epochs passes over cfg.algo.minibatches shuffled minibatches.
 
     Returns the mean of each loss statistic and the last gradient norm. A non-finite
-    loss or gradient skips that optimizer step (counted in "update/skipped").
+    loss or gradient skips that optimizer step (counted in "update/skipped"); under torchrun
+    all ranks skip together. ``model`` may be DDP-wrapped: micro-batches but the last skip
+    the gradient all-reduce, and the loss is scaled so ranks average to the global batch.
     """
     a, N = cfg.algo, batch.adv.shape[0]
     norm_len = a.norm_len or cfg.sampling.max_new_tokens
@@ -61,22 +72,27 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
         order = torch.randperm(N, generator=generator) if a.minibatches > 1 else torch.arange(N)
         for mb in order.split(mb_size):
             optimizer.zero_grad(set_to_none=True)
-            mb_mask = batch.rollout.completion_mask[mb]
+            mb_mask = _loss_mask(batch, mb, batch.rollout.completion_mask[mb], cfg)
+            scale = distributed.loss_scale(float(mb_mask.sum()), a.loss_agg)  # 1.0 in one process
             finite = True
-            for micro in mb.split(math.ceil(len(mb) / accum)):
+            micros = mb.split(math.ceil(len(mb) / accum))
+            for i, micro in enumerate(micros):
                 pids, pmask, cids, cmask, adv, old, ref = _rows(batch, micro)
-                with autocast_ctx(cfg, device):
-                    logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
-                                                with_entropy=True)
-                out = policy_loss(logp, logp.detach() if old is None else old, adv, cmask, a, ref_logp=ref,
-                                  entropy=ent, norm_len=norm_len)
-                finite &= bool(torch.isfinite(out.loss))
-                (out.loss * _micro_weight(cmask, mb_mask, a.loss_agg)).backward()
+                with distributed.no_sync(model, last=i == len(micros) - 1):
+                    with autocast_ctx(cfg, device):
+                        logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
+                                                    with_entropy=True)
+                    lmask = _loss_mask(batch, micro, cmask, cfg)
+                    out = policy_loss(logp, logp.detach() if old is None else old, adv, lmask, a, ref_logp=ref,
+                                      entropy=ent, norm_len=norm_len)
+                    finite &= bool(torch.isfinite(out.loss))
+                    (out.loss * _micro_weight(lmask, mb_mask, a.loss_agg) * scale).backward()
                 for k, v in out.stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
-            if finite and torch.isfinite(gn):
+            gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2 returns a DTensor
+            if distributed.all_true(finite and bool(torch.isfinite(gn))):
                 optimizer.step()
                 grad_norm = float(gn)
             else:

@@ -85,15 +85,23 @@ def test_maj_at_k_random_cases_match_enumeration():
 
 
 def test_maj_at_k_groups_by_equivalence():
-    # "0.5" and "1/2" are one class under the equivalence, so "1/2" (2 votes) beats "3" (1 vote)
-    canon = {"0.5": "1/2", "1/2": "1/2", "3": "3"}
+    # "\\frac{1}{2}" and "1/2" are one class under the equivalence, so they (2 votes) beat "3" (1 vote)
+    canon = {"\\frac{1}{2}": "1/2", "1/2": "1/2", "3": "3"}
     eq = lambda a, b: canon[a] == canon[b]  # noqa: E731
-    answers, flags = ["0.5", "1/2", "3"], [True, True, False]
+    answers, flags = ["\\frac{1}{2}", "1/2", "3"], [True, True, False]
     assert maj_at_k(answers, flags, 3, equivalent=eq) == 1.0
     # with plain string equality it is a three-way tie at one vote each: credit 2/3
     assert maj_at_k(answers, flags, 3, equivalent=string_equivalent) == pytest.approx(2 / 3)
     assert maj_at_k(answers, flags, 2, equivalent=eq) == pytest.approx(
         brute_maj(answers, flags, 2, canon=lambda a: canon[a]))
+
+
+def test_plain_numbers_of_equal_value_always_share_a_class():
+    # 27 / 27.0 / 27.00 and 1/2 / 0.5 are merged by exact value before `equivalent` is asked;
+    # 0 is a value too (a falsy Fraction must not fall back to its text)
+    classes, n_none = answer_classes(["27", "27.0", "27.00", "1/2", "0.5", "0", "0.0"], [1, 1, 1, 0, 0, 0, 0],
+                                     string_equivalent)
+    assert sorted(classes) == [(2, 0.0), (2, 0.0), (3, 1.0)] and n_none == 0
 
 
 def test_tie_between_right_and_wrong_scores_half():

@@ -47,13 +47,8 @@ def protocol_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmarks import run_suites
+    from benchmarks.run import load_suites, run_suites
     from reasoner.config import Config, DataConfig, ModelConfig, SamplingConfig
-    from reasoner.models import load_model
-    from reasoner.runtime import make_sampler, pick_device
-
-    from benchmarks import resolve_suite
-    from reasoner.data import DataError
 
     try:
         protocol = protocol_from_args(args)
@@ -61,21 +56,30 @@ def main(args: argparse.Namespace) -> int:
         suites = [s.strip() for s in args.suite.split(",") if s.strip()]
         if not suites:
             raise ValueError("--suite names no suite")
-        for s in suites:
-            resolve_suite(s)
-    except (ValueError, KeyError) as e:
+        data_cfg = DataConfig(data_dir=args.data_dir, synthetic_kinds=args.synthetic_kinds)
+        loaded = load_suites(suites, data_cfg, protocol)  # data errors surface before the model loads
+    except (ValueError, KeyError) as e:  # DataError is a ValueError
         print(f"reasoner eval: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    data_cfg = DataConfig(data_dir=args.data_dir, synthetic_kinds=args.synthetic_kinds)
+    from reasoner.models import load_model  # heavy imports only once the flags are known to be good
+    from reasoner.runtime import make_sampler, pick_device
+
     cfg = Config(model=ModelConfig(name=args.model, gguf_file=args.gguf_file, dtype=args.dtype), data=data_cfg,
                  sampling=SamplingConfig(backend=args.backend, max_new_tokens=args.max_new_tokens))
     device = pick_device(args.device)
     model, tokenizer = load_model(cfg.model, device, kinds=args.synthetic_kinds)
     sampler = make_sampler(model, tokenizer, cfg, device)
-    try:
-        run_suites(sampler, tokenizer, suites, data_cfg, protocol, args.out, model=args.model)
-    except DataError as e:
-        print(f"reasoner eval: error: {e}", file=sys.stderr)
-        return 2
+    run_suites(sampler, tokenizer, suites, data_cfg, protocol, args.out, model=args.model, loaded=loaded)
     print(f"wrote results.json, completions.jsonl, results.md, pass_at_k.png to {args.out}")
     return 0
+
+
+def run_preset(suite: str, argv: list[str], **defaults) -> int:
+    """What the ``scripts/eval_*.py`` wrappers call: ``MODEL [flags]`` with a suite's protocol defaults."""
+    p = argparse.ArgumentParser(description=f"evaluate a model on {suite} (flags as `reasoner eval`)")
+    p.add_argument("model_path", help="tiny | smollm2 | a .gguf file | a checkpoint directory | a hub id")
+    add_arguments(p)
+    p.set_defaults(suite=suite, **defaults)
+    args = p.parse_args(argv)
+    args.model = args.model_path
+    return main(args)

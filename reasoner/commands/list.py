@@ -14,10 +14,12 @@ def registries() -> dict[str, list[str]]:
     from reasoner.data import DATASETS
     from reasoner.losses import AGGREGATIONS, KL_ESTIMATORS
     from reasoner.presets import PRESETS
+    from reasoner.rewards import REWARDS
 
     return {"verifiers": verifiers.names(), "advantage estimators (algo.advantage)": ADVANTAGES.names(),
             "loss aggregation (algo.loss_agg)": AGGREGATIONS.names(),
             "KL estimators (algo.kl_estimator)": KL_ESTIMATORS.names(), "presets (algo.preset)": PRESETS.names(),
+            "extra reward functions (algo.reward_weights)": REWARDS.names(),
             "named datasets (data.train / data.eval)": DATASETS.names()}
 
 

@@ -1,7 +1,7 @@
 """Contamination check: which evaluation problems appear in a training set.
 
-Texts are normalised (lower case, words only: ``re.findall(r"\\w+")``) so spacing,
-punctuation and LaTeX markup do not hide a copy. An evaluation problem is flagged
+Texts are normalised (lower case, words only: ``re.findall(r"\\w+")``, plus arithmetic
+operators for the exact comparison) so spacing, punctuation and LaTeX markup do not hide a copy. An evaluation problem is flagged
 ``exact`` when its normalised text equals a training problem's, and ``ngram`` when it
 has at least ``min_coverage`` (default 50 %) of its words inside runs of ``n`` consecutive
 words (13 by default, as in the GPT-3 contamination study) that also occur in the training
@@ -67,6 +67,11 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
+def exact_key(text: str) -> str:
+    """Words plus arithmetic operators: ``47+35=`` and ``47-35=`` are different problems."""
+    return " ".join(re.findall(r"\w+|[-+*/=^<>]", text.lower()))
+
+
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
 
@@ -75,8 +80,9 @@ def _index(train: list[Problem], n: int) -> tuple[dict[str, str], dict[tuple[str
     exact: dict[str, str] = {}
     grams: dict[tuple[str, ...], str] = {}
     for p in train:
-        toks = words(problem_text(p))
-        exact.setdefault(" ".join(toks), p.id)
+        text = problem_text(p)
+        toks = words(text)
+        exact.setdefault(exact_key(text), p.id)
         for g in ngrams(toks, n):
             grams.setdefault(g, p.id)
     return exact, grams
@@ -84,8 +90,8 @@ def _index(train: list[Problem], n: int) -> tuple[dict[str, str], dict[tuple[str
 
 def _hit(p: Problem, n: int, min_coverage: float, exact: dict[str, str],
          grams: dict[tuple[str, ...], str]) -> Hit | None:
-    toks = words(problem_text(p))
-    key = " ".join(toks)
+    text = problem_text(p)
+    toks, key = words(text), exact_key(text)
     if key in exact:
         return Hit(p.id, exact[key], "exact", 1.0, key[:80])
     covered = [False] * len(toks)

