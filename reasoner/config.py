@@ -89,29 +89,29 @@ class AlgoConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-4
+    lr: float = 2e-4
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     warmup_steps: int = 0
-    schedule: str = "constant"  # constant | cosine | linear
+    schedule: str = "linear"  # constant | cosine | linear (decay to 0 at run.steps)
     grad_accum: int = 1  # micro-batches per minibatch
 
 
 @dataclass
 class RunConfig:
-    steps: int = 300
+    steps: int = 1000
     batch_size: int = 8  # B problems per step
     seed: int = 0
     out_dir: str = "runs/default"
-    eval_every: int = 50  # 0 = only before and after
+    eval_every: int = 100  # 0 = only before and after
     eval_samples: int = 0  # > 0: also sampled accuracy with this many samples per problem
     eval_suites: str = ""  # comma-separated benchmark suites evaluated with the held-out set
     save_every: int = 100
     keep_checkpoints: int = 2
     resume: str = "none"  # none | auto | a checkpoint directory
     log_samples_every: int = 25
-    threads: int = 0  # torch threads; 0 = leave torch's default
+    threads: int = 0  # torch threads; 0 = auto (1 for models under 5M parameters, else torch's default)
     device: str = "auto"  # auto | cpu | cuda
     parallel: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2, sharded weights)
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops

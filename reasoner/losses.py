@@ -154,12 +154,14 @@ def policy_loss(
     ref_logp: Tensor | None = None,
     entropy: Tensor | None = None,
     norm_len: int,
+    token_weights: Tensor | None = None,
 ) -> LossOut:
     """Clipped surrogate (+ beta * KL when ``cfg.kl_in == "loss"``, - entropy bonus), aggregated.
 
     Shapes: ``logp, old_logp, mask [N, T]``, ``adv [N]`` (one per completion) or ``[N, T]``,
     ``ref_logp, entropy [N, T]`` or None. ``norm_len`` is the constant of
-    ``seq_mean_token_sum_norm`` (the max completion length). Returns the differentiable scalar
+    ``seq_mean_token_sum_norm`` (the max completion length). ``token_weights [N, T]``, when
+    given, multiplies the clipped policy term per token (not the KL). Returns the differentiable scalar
     and detached float stats: loss/policy, loss/clip_frac, loss/ratio_min, loss/ratio_max, and
     loss/kl (when ``ref_logp`` is given), loss/entropy (when ``entropy`` is given).
     """
@@ -167,6 +169,8 @@ def policy_loss(
     aggregate = AGGREGATIONS.get(cfg.loss_agg)
     ratio = torch.exp(logp - old_logp.detach())
     per_token = clipped_surrogate(ratio, adv, cfg.eps_low, cfg.eps_high, cfg.dual_clip)
+    if token_weights is not None:  # e.g. truncated importance sampling weights; the KL term is not weighted
+        per_token = per_token * token_weights.detach()
     pg_loss = aggregate(per_token.detach(), mask, norm_len)
     kl = None
     if ref_logp is not None:

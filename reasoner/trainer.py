@@ -86,14 +86,14 @@ def train(cfg: Config) -> dict:
         t = {}
         # (a)-(c) problems, sample, score, shape rewards; dynamic sampling refills dropped groups
         params = SamplingParams(n=G, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                                max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.run.seed * 1_000_003 + step + 7_919 * dd.rank)
+                                max_new_tokens=cfg.sampling.max_new_tokens, 
+                                seed=cfg.run.seed * 1_000_003 + step + 7_919 * dd.rank)
         sc, shaped = dynamic.collect(stream, step, render, sampler, params, cfg, t)
         prompts, roll, verdicts, scores = sc.prompts, sc.roll, sc.verdicts, sc.scores
         # (d) reference (and old) log-probs
         t0 = time.perf_counter()
         ref_logp = _logp(ref, roll, cfg, device) if ref is not None else None
-        multi_pass = cfg.algo.ppo_epochs * cfg.algo.minibatches > 1
-        old_logp = _logp(model, roll, cfg, device) if multi_pass else None
+        old_logp, tis = _old_logp(model, roll, cfg, device)
         t["reference"] = time.perf_counter() - t0
         # (e) advantages
         rewards = sc.rewards.clone()  # [N] scores + weighted extra rewards + overlong punishment
@@ -106,7 +106,7 @@ def train(cfg: Config) -> dict:
         t0 = time.perf_counter()
         in_loss = cfg.algo.kl_in == "loss"
         step_cfg = replace(cfg, algo=replace(cfg.algo, beta=beta if in_loss else 0.0))
-        upd = ppo_update(policy, opt, UpdateBatch(roll, adv, old_logp, ref_logp if in_loss else None),
+        upd = ppo_update(policy, opt, UpdateBatch(roll, adv, old_logp, ref_logp if in_loss else None, tis),
                          step_cfg, device, runtime.step_generator(cfg.run.seed, step))
         beta = _adapt_beta(beta, upd.get("loss/kl", 0.0), cfg)
         sched.step()
@@ -174,6 +174,24 @@ def _logp(model, roll, cfg: Config, device) -> torch.Tensor:
     with torch.no_grad(), autocast_ctx(cfg, device):
         return completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
                                cfg.sampling.temperature)[0].float()
+
+
+def _old_logp(model, roll, cfg: Config, device):
+    """("old" log-probs [N, T] or None, TIS weights [N, T] or None) before the update.
+
+    None when one epoch of one minibatch makes them equal to the current ones detached and
+    the sampler is this very model; an engine (vllm) computes its own, slightly different,
+    log-probs, so the trainer's are recomputed and optionally corrected (TIS, Yao et al. 2025).
+    """
+    exact = cfg.sampling.backend == "transformers"
+    if exact and cfg.algo.ppo_epochs * cfg.algo.minibatches == 1:
+        return None, None
+    old = _logp(model, roll, cfg, device)
+    if exact or cfg.sampling.vllm_tis_cap <= 0:
+        return old, None
+    from reasoner.sampler.vllm import tis_weights
+
+    return old, tis_weights(old, roll.logp, roll.completion_mask, cfg.sampling.vllm_tis_cap)
 
 
 def _adapt_beta(beta: float, kl: float, cfg: Config) -> float:

@@ -23,6 +23,7 @@ class UpdateBatch:
     adv: torch.Tensor  # [N] float, one advantage per completion
     old_logp: torch.Tensor | None  # [N, T] detached; None = equal to the current (1 epoch, 1 minibatch)
     ref_logp: torch.Tensor | None  # [N, T] detached; None when beta == 0 or KL is in the reward
+    weights: torch.Tensor | None = None  # [N, T] per-token policy-loss weights (TIS correction) or None
 
 
 def autocast_ctx(cfg: Config, device: torch.device):
@@ -36,7 +37,7 @@ def _rows(batch: UpdateBatch, idx: torch.Tensor):
     T = int(r.completion_mask[idx].sum(-1).max().clamp_min(1))  # trim right padding of this slice
     pick = lambda x: None if x is None else x[idx][:, :T]  # noqa: E731
     return (r.prompt_ids[idx], r.prompt_mask[idx], r.completion_ids[idx][:, :T], r.completion_mask[idx][:, :T],
-            batch.adv[idx], pick(batch.old_logp), pick(batch.ref_logp))
+            batch.adv[idx], pick(batch.old_logp), pick(batch.ref_logp), pick(batch.weights))
 
 
 def _loss_mask(batch: UpdateBatch, idx: torch.Tensor, cmask: torch.Tensor, cfg: Config) -> torch.Tensor:
@@ -77,14 +78,14 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
             finite = True
             micros = mb.split(math.ceil(len(mb) / accum))
             for i, micro in enumerate(micros):
-                pids, pmask, cids, cmask, adv, old, ref = _rows(batch, micro)
+                pids, pmask, cids, cmask, adv, old, ref, w = _rows(batch, micro)
                 with distributed.no_sync(model, last=i == len(micros) - 1):
                     with autocast_ctx(cfg, device):
                         logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
                                                     with_entropy=True)
                     lmask = _loss_mask(batch, micro, cmask, cfg)
                     out = policy_loss(logp, logp.detach() if old is None else old, adv, lmask, a, ref_logp=ref,
-                                      entropy=ent, norm_len=norm_len)
+                                      entropy=ent, norm_len=norm_len, token_weights=w)
                     finite &= bool(torch.isfinite(out.loss))
                     (out.loss * _micro_weight(lmask, mb_mask, a.loss_agg) * scale).backward()
                 for k, v in out.stats.items():

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import reasoner  # noqa: F401  (imported before torch: sets OMP_WAIT_POLICY)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -294,3 +294,19 @@ def test_value_loss_by_hand():
     v = T([[1.0, 50.0]])
     loss = value_loss(v, T([[0.5, 0.0]]), T([[2.0, 0.0]]), T([[True, False]]), clip=0.2)
     assert_close(loss, T(0.845))
+
+
+def test_token_weights_scale_only_the_policy_term():
+    # One row, two tokens, ratio 1 (logp == old), A = +1, weights [0.5, 2], beta 0.2, k1 KL.
+    # Policy term per token = -A * w = [-0.5, -2.0]; KL k1 = -(ref - logp) = [0.1, 0.3].
+    # per token = [-0.5 + 0.2*0.1, -2.0 + 0.2*0.3] = [-0.48, -1.94]; token_mean = -1.21.
+    from reasoner.config import AlgoConfig
+    from reasoner.losses import policy_loss
+
+    logp = torch.tensor([[-1.0, -2.0]])
+    ref = torch.tensor([[-1.1, -2.3]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    cfg = AlgoConfig(loss_agg="token_mean", kl_estimator="k1", beta=0.2)
+    out = policy_loss(logp, logp, torch.tensor([1.0]), mask, cfg, ref_logp=ref, norm_len=2,
+                      token_weights=torch.tensor([[0.5, 2.0]]))
+    torch.testing.assert_close(out.loss, torch.tensor(-1.21))

@@ -67,7 +67,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = Config(model=ModelConfig(name=args.model, gguf_file=args.gguf_file, dtype=args.dtype), data=data_cfg,
                  sampling=SamplingConfig(backend=args.backend, max_new_tokens=args.max_new_tokens))
     device = pick_device(args.device)
-    model, tokenizer = load_model(cfg.model, device, kinds=args.synthetic_kinds)
+    # vllm holds its own copy of the weights on the GPU: keep ours (tokenizer, weight source) on the CPU
+    model, tokenizer = load_model(cfg.model, "cpu" if args.backend == "vllm" else device, kinds=args.synthetic_kinds)
     sampler = make_sampler(model, tokenizer, cfg, device)
     run_suites(sampler, tokenizer, suites, data_cfg, protocol, args.out, model=args.model, loaded=loaded)
     print(f"wrote results.json, completions.jsonl, results.md, pass_at_k.png to {args.out}")
