@@ -86,7 +86,7 @@ def train(cfg: Config) -> dict:
         t = {}
         # (a)-(c) problems, sample, score, shape rewards; dynamic sampling refills dropped groups
         params = SamplingParams(n=G, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                                max_new_tokens=cfg.sampling.max_new_tokens, 
+                                max_new_tokens=cfg.sampling.max_new_tokens,
                                 seed=cfg.run.seed * 1_000_003 + step + 7_919 * dd.rank)
         sc, shaped = dynamic.collect(stream, step, render, sampler, params, cfg, t)
         prompts, roll, verdicts, scores = sc.prompts, sc.roll, sc.verdicts, sc.scores

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from reasoner.sampler import SamplingParams
 from reasoner.types import Rollout
@@ -19,21 +20,47 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Gener
 
     logp is under softmax(logits / temperature) before top-p truncation: the same
     distribution the trainer recomputes, so with one PPO epoch ratio == 1 exactly.
+    Sampling inverts the cumulative distribution at one uniform draw per row (exact, and
+    on CPU several times cheaper than ``torch.multinomial``, which draws V exponentials).
     """
-    logits = logits.float()
+    x = logits.float()
     if params.temperature <= 0:
-        logp_all = torch.log_softmax(logits, -1)
-        tok = logits.argmax(-1)
-        return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
-    logp_all = torch.log_softmax(logits / params.temperature, -1)
-    probs = logp_all.exp()
+        tok = x.argmax(-1)
+        return tok, _picked(x, tok) - torch.logsumexp(x, -1)
+    if params.temperature != 1.0:
+        x = x / params.temperature
+    m = x.amax(-1, keepdim=True)
+    w = (x - m).exp_()  # unnormalised probabilities, max 1
+    logz = m.squeeze(-1) + w.sum(-1).log()
     if params.top_p < 1.0:
-        sorted_p, idx = probs.sort(-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-    return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
+        w = _top_p(w, params.top_p)
+    tok = _inverse_cdf(w, gen)
+    return tok, _picked(x, tok) - logz
+
+
+def _picked(x: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    return x.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def _top_p(w: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero all but the smallest set of most likely tokens whose probability reaches top_p."""
+    sorted_w, idx = w.sort(-1, descending=True)
+    cum = sorted_w.cumsum(-1)
+    drop = cum - sorted_w > top_p * cum[:, -1:]  # mass before this token already reaches top_p
+    return torch.zeros_like(w).scatter_(-1, idx, sorted_w.masked_fill_(drop, 0.0))
+
+
+def _inverse_cdf(w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """One index per row drawn with probability w / w.sum(-1) (w >= 0, some w > 0 per row).
+
+    The first index whose cumulative weight exceeds u * total, u ~ U[0, 1): a zero-weight
+    index never exceeds its predecessor's cumulative weight, so it is never drawn.
+    """
+    cdf = w.cumsum(-1)
+    total = cdf[:, -1:]
+    u = torch.rand(w.shape[0], 1, generator=gen, device=w.device, dtype=w.dtype)
+    v = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
+    return torch.searchsorted(cdf, v, right=True).squeeze(-1)
 
 
 class TransformersSampler:
@@ -99,6 +126,7 @@ class TransformersSampler:
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.repeat_interleave(n, 0)
+        preallocate(cache, T)
         rows = logits.shape[0]
         toks = torch.full((rows, T), self.pad_id, dtype=torch.long, device=self.device)
         logps = torch.zeros(rows, T, device=self.device)
@@ -133,6 +161,52 @@ class TransformersSampler:
             pos = pos + 1
             logits = out.logits[:, -1]
         return toks, logps, lengths, done
+
+
+class GrowingLayer(DynamicLayer):
+    """A DynamicLayer whose keys/values are views of buffers with room for ``extra`` more tokens:
+    each decode step writes its token in place instead of copying the whole cache (torch.cat)."""
+
+    def __init__(self, layer: DynamicLayer, extra: int):
+        super().__init__()
+        k, v = layer.keys, layer.values
+        self.dtype, self.device, self.is_initialized, self._len = k.dtype, k.device, True, k.shape[-2]
+        self._k = k.new_empty(*k.shape[:-2], self._len + extra, k.shape[-1])
+        self._v = v.new_empty(*v.shape[:-2], self._len + extra, v.shape[-1])
+        self._k[..., :self._len, :], self._v[..., :self._len, :] = k, v
+        self._views()
+
+    def _views(self) -> None:
+        self.keys, self.values = self._k[..., :self._len, :], self._v[..., :self._len, :]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self._len + key_states.shape[-2]
+        if end > self._k.shape[-2]:
+            raise ValueError(f"GrowingLayer holds {self._k.shape[-2]} positions; {end} were asked for")
+        self._k[..., self._len:end, :], self._v[..., self._len:end, :] = key_states, value_states
+        self._len = end
+        self._views()
+        return self.keys, self.values
+
+    def crop(self, tokens_to_remove: int) -> None:
+        self._len -= abs(tokens_to_remove)
+        self._views()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
+        self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._views()
+
+
+def preallocate(cache, extra: int) -> None:
+    """Swap each plain DynamicLayer of ``cache`` (filled by a prompt pass) for a GrowingLayer."""
+    layers = getattr(cache, "layers", None) or []
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel():
+            layers[i] = GrowingLayer(layer, extra)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

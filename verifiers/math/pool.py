@@ -34,7 +34,10 @@ def _serve(conn) -> None:
     from verifiers.math import symbolic
 
     symbolic.warmup()
-    conn.send("ready")
+    try:
+        conn.send("ready")
+    except OSError:  # the parent left while this worker was warming up
+        return
     while True:
         try:
             name, args = conn.recv()
