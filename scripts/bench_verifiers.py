@@ -56,19 +56,33 @@ def timed(fn, rows: list[dict]) -> tuple[list[bool], list[float]]:
     return preds, lat
 
 
+def math500_rows(path: Path) -> list[dict]:
+    """Labels that need no judgement: each gold boxed in a sentence (correct), and each gold
+    against the next problem's gold when the two strings differ (wrong, except where two
+    problems share an answer written differently)."""
+    golds = [r["answer"] for r in load(path)]
+    rows = [{"gold": g, "response": f"The final answer is $\\boxed{{{g}}}$.", "expected": True} for g in golds]
+    rows += [{"gold": g, "response": f"\\boxed{{{h}}}", "expected": False}
+             for g, h in zip(golds, golds[1:] + golds[:1]) if g.strip() != h.strip()]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=str(ROOT / "tests/data/math_cases.jsonl"))
     ap.add_argument("--timeout", type=float, default=2.0)
     ap.add_argument("--show-errors", action="store_true", help="list the cases our checker gets wrong")
+    ap.add_argument("--math500", default=str(ROOT.parent / "shared/data/math500/test.jsonl"),
+                    help="MATH-500 file for an independent check ('' to skip)")
     a = ap.parse_args(argv)
     rows = load(Path(a.cases))
     get_pool().warm()  # start every worker outside the timings
 
     results = {}
     ours_fn = lambda r, g: check(r, g, timeout=a.timeout).status == "correct"  # noqa: E731
-    for name, fn in (("ours", ours_fn), ("math-verify", lambda r, g: run_safely(math_verify_plain, r, g)),
-                     ("math-verify $gold$", lambda r, g: run_safely(math_verify_wrapped, r, g))):
+    checkers = (("ours", ours_fn), ("math-verify", lambda r, g: run_safely(math_verify_plain, r, g)),
+                ("math-verify $gold$", lambda r, g: run_safely(math_verify_wrapped, r, g)))
+    for name, fn in checkers:
         preds, lat = timed(fn, rows)
         results[name] = (score(preds, rows), lat, preds)
 
@@ -99,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         over += dt > lim
         print(f"  {dt:6.3f}s  {v.status:<11} {resp[:50]!r}")
     print(f"calls over the limit by >10%: {over} of {len(ADVERSARIAL)}")
+
+    if a.math500 and Path(a.math500).is_file():
+        indep = math500_rows(Path(a.math500))
+        print(f"\nindependent check on MATH-500 ({sum(r['expected'] for r in indep)} golds boxed in a sentence: "
+              f"should be correct; {sum(not r['expected'] for r in indep)} golds against the next problem's "
+              f"different answer: should be wrong)")
+        for name, fn in checkers:
+            s = score(timed(fn, indep)[0], indep)
+            print(f"  {name:<20} accuracy {s['acc']:.1%}  FP rate {s['fpr']:.1%}  FN rate {s['fnr']:.1%}")
 
     if a.show_errors:
         for r, p in zip(rows, results["ours"][2]):

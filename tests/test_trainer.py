@@ -108,3 +108,27 @@ def test_crashing_verifier_gives_error_verdict_not_a_crash():
                                            Problem("b", "x", "1", verifier="no_such_verifier")])
     assert [v.status for v in out] == ["error", "error"] and [v.score for v in out] == [0.0, 0.0]
     assert "boom" in out[0].detail and "unknown verifier 'no_such_verifier'" in out[1].detail
+
+
+def test_hanging_verifier_gives_timeout_verdict_and_scoring_goes_on():
+    import time
+
+    from reasoner.types import Problem
+
+    @verifiers.register("hangs_on_b")
+    def hangs(completion, problem):
+        if completion == "b":
+            time.sleep(3)
+        return verifiers.Verdict(1.0, "correct", completion, "")
+
+    @verifiers.register("returns_junk")
+    def junk(completion, problem):
+        return 1.0
+
+    t0 = time.monotonic()
+    out = verifiers.score_all(["a", "b", "c"], [Problem("1", "x", verifier="hangs_on_b"),
+                                                Problem("2", "x", verifier="hangs_on_b"),
+                                                Problem("3", "x", verifier="returns_junk")], timeout=0.5)
+    assert time.monotonic() - t0 < 2.0
+    assert [v.status for v in out] == ["correct", "timeout", "error"]
+    assert "did not answer within 0.5s" in out[1].detail and "not a Verdict" in out[2].detail

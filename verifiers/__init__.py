@@ -15,6 +15,10 @@ add verifiers through the entry-point group ``reasoner.verifiers``.
 """
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from importlib import metadata
 from typing import Any, NamedTuple, Protocol
 
@@ -75,7 +79,43 @@ def error_verdict(exc: BaseException) -> Verdict:
     return Verdict(0.0, "error", None, f"{type(exc).__name__}: {exc}"[:200])
 
 
-def score_all(completions: list[str], problems: list[Any]) -> list[Verdict]:
+DEFAULT_TIMEOUT = 30.0  # seconds a plain (non-batch) verifier call may take in score_all
+_pool: ThreadPoolExecutor | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1), thread_name_prefix="verifier")
+    return _pool
+
+
+def _checked(v: Any, name: str) -> Verdict:
+    if not isinstance(v, tuple) or len(v) != 4 or v[1] not in STATUSES:
+        return Verdict(0.0, "error", None, f"verifier {name!r} returned {type(v).__name__}, not a Verdict")
+    return Verdict(float(v[0]), v[1], v[2], v[3])
+
+
+def _call_each(fn: Verifier, name: str, completions: list[str], problems: list[Any], timeout: float) -> list[Verdict]:
+    """Call a plain verifier once per item in worker threads, with one deadline for the batch.
+
+    A call that raises gives ``error``; one still running at the deadline gives ``timeout``
+    and the run goes on (Python cannot kill a thread: a verifier that never returns keeps
+    its thread; the built-in verifiers run their work in killable processes instead).
+    """
+    futures = [_threads().submit(fn, c, p) for c, p in zip(completions, problems)]
+    deadline, out = time.monotonic() + timeout, []
+    for fut in futures:
+        try:
+            out.append(_checked(fut.result(timeout=max(deadline - time.monotonic(), 0.0)), name))
+        except FutureTimeout:
+            out.append(Verdict(0.0, "timeout", None, f"verifier {name!r} did not answer within {timeout:g}s"))
+        except Exception as e:  # noqa: BLE001 - a crashing verifier yields an error verdict
+            out.append(error_verdict(e))
+    return out
+
+
+def score_all(completions: list[str], problems: list[Any], timeout: float = DEFAULT_TIMEOUT) -> list[Verdict]:
     """Score completion i against problems[i], grouping by verifier; never raises."""
     out: list[Verdict | None] = [None] * len(completions)
     by_name: dict[str, list[int]] = {}
@@ -88,17 +128,16 @@ def score_all(completions: list[str], problems: list[Any]) -> list[Verdict]:
             for i in idx:
                 out[i] = error_verdict(e)
             continue
+        comps, probs = [completions[i] for i in idx], [problems[i] for i in idx]
         batch = getattr(fn, "batch", None)
+        verdicts = None
         if batch is not None:
             try:
-                for i, v in zip(idx, batch([completions[i] for i in idx], [problems[i] for i in idx])):
-                    out[i] = v
-                continue
-            except Exception:  # fall back to one by one so a single bad item is isolated
-                pass
-        for i in idx:
-            try:
-                out[i] = fn(completions[i], problems[i])
-            except Exception as e:
-                out[i] = error_verdict(e)
+                verdicts = [_checked(v, name) for v in batch(comps, probs)]
+            except Exception:  # noqa: BLE001 - fall back to one by one so a single bad item is isolated
+                verdicts = None
+        if verdicts is None or len(verdicts) != len(idx):
+            verdicts = _call_each(fn, name, comps, probs, timeout)
+        for i, v in zip(idx, verdicts):
+            out[i] = v
     return out  # type: ignore[return-value]
