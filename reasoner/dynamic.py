@@ -18,10 +18,7 @@ from torch import Tensor
 
 import verifiers
 from reasoner import rewards as R
-from reasoner.types import Problem, Rollout
-
-PAD_ID = 0  # filler id for re-padded rows; masked everywhere, so its value never matters
-
+from reasoner.types import Problem, Rollout, cat_rollouts
 
 @dataclass
 class Scored:
@@ -41,28 +38,6 @@ def informative(rewards: Tensor, atol: float = 1e-8) -> Tensor:
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be [B, G], got shape {tuple(rewards.shape)}")
     return (rewards.amax(dim=1) - rewards.amin(dim=1)) > atol
-
-
-def _pad(x: Tensor, width: int, value, left: bool) -> Tensor:
-    extra = width - x.shape[1]
-    if extra == 0:
-        return x
-    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
-    return torch.cat([pad, x] if left else [x, pad], 1)
-
-
-def cat_rollouts(rolls: list[Rollout]) -> Rollout:
-    """Join rollouts row-wise, re-padding prompts on the left and completions on the right."""
-    P = max(r.prompt_ids.shape[1] for r in rolls)
-    T = max(r.completion_ids.shape[1] for r in rolls)
-
-    def cat(f: str, w: int, v, left: bool) -> Tensor:
-        return torch.cat([_pad(getattr(r, f), w, v, left) for r in rolls])
-
-    return Rollout(prompt_ids=cat("prompt_ids", P, PAD_ID, True), prompt_mask=cat("prompt_mask", P, False, True),
-                   completion_ids=cat("completion_ids", T, PAD_ID, False),
-                   completion_mask=cat("completion_mask", T, False, False), logp=cat("logp", T, 0.0, False),
-                   truncated=torch.cat([r.truncated for r in rolls]), texts=[t for r in rolls for t in r.texts])
 
 
 def take_groups(s: Scored, groups: list[int], G: int) -> Scored:

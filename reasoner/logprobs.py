@@ -4,10 +4,12 @@ Rows that share a prompt (the G samples of a group) share its forward pass: the 
 encodes each distinct prompt once, its KV cache is gathered to the rows (differentiably, so
 gradients flow back through it), and the completions run on top. The LM head then runs only on the positions
 that predict a real completion token (no prompt, no padding), in row chunks of at most
-``HEAD_CHUNK`` logits each. With several chunks and gradients on, each chunk's logits are
-recomputed in the backward pass instead of kept (the ``[N, T, vocab]`` tensor of a large
-vocabulary is never materialised). Models whose head is not a plain projection (logit
-soft-capping or scaling) take the full forward instead.
+``HEAD_CHUNK`` logits each, through one autograd node (``_HeadLogp``) whose backward forms
+d logp / d logits = onehot - softmax directly from the forward's softmax (kept up to
+``HEAD_KEEP`` logits in all, else recomputed chunk by chunk): the ``[N, T, vocab]`` logits
+of a large vocabulary are never materialised beyond that budget, and no generic
+log-softmax/gather backward runs. Models whose head is not a plain projection (logit
+soft-capping or scaling) take the full forward instead; autocast takes plain autograd.
 """
 from __future__ import annotations
 
@@ -17,12 +19,16 @@ from torch.utils.checkpoint import checkpoint
 from reasoner.sampler.transformers import _positions
 
 HEAD_CHUNK = 1 << 22  # logits per LM-head chunk (16 MiB in fp32)
+HEAD_KEEP = 1 << 27  # softmax kept for the backward up to this many logits (512 MiB in fp32)
 _HEAD_ATTRS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
 def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                    completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
+                    completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
+                    entropy_grad: bool = False):
     """Return (logp [N, T], entropy [N, T] or None) of completion tokens given their prompts.
+
+    The entropy carries no gradient unless ``entropy_grad`` (an entropy bonus in the loss).
 
     prompt_ids/prompt_mask: [N, P] left padded; completion_ids/completion_mask: [N, T].
     Logits are divided by the sampling temperature, matching the sampler's log-probs.
@@ -32,21 +38,23 @@ def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, 
     if len(order) > 1:  # rows of similar length together, each bucket trimmed to its longest row
         T = completion_ids.shape[1]
         outs = [_bucket(model, prompt_ids[i], prompt_mask[i], completion_ids[i], completion_mask[i], temperature,
-                        with_entropy, T) for i in order]
+                        with_entropy, T, entropy_grad) for i in order]
         back = torch.cat(order).argsort()  # bucket-major rows -> original rows
         logp = torch.cat([o[0] for o in outs])[back]
         return logp, (torch.cat([o[1] for o in outs])[back] if with_entropy else None)
-    return _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, with_entropy)
+    return _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, with_entropy,
+                      entropy_grad)
 
 
 def length_buckets(completion_mask: torch.Tensor, max_buckets: int = 4, min_saving: float = 0.15,
                    min_rows: int = 8, min_tokens: int = 256) -> list[torch.Tensor]:
     """Row indices in up to max_buckets groups of similar completion length, or one group when
     bucketing would cut the padded completion positions by less than min_saving of them or by
-    fewer than min_tokens (each bucket costs extra forward calls: small cuts do not pay)."""
+    fewer than min_tokens (each bucket costs extra forward calls: small cuts do not pay). Never
+    under torch.distributed: FSDP needs every rank to make the same forward calls."""
     N, T = completion_mask.shape
     everyone = [torch.arange(N, device=completion_mask.device)]
-    if N < 2 * min_rows or T == 0:
+    if N < 2 * min_rows or T == 0 or torch.distributed.is_initialized():  # ranks must make the same calls
         return everyone
     lengths = completion_mask.sum(-1)
     order = lengths.argsort()
@@ -57,20 +65,22 @@ def length_buckets(completion_mask: torch.Tensor, max_buckets: int = 4, min_savi
     return groups if saved >= min_saving * N * T and saved >= min_tokens else everyone
 
 
-def _bucket(model, pids, pmask, cids, cmask, temperature, with_entropy, width):
+def _bucket(model, pids, pmask, cids, cmask, temperature, with_entropy, width, entropy_grad=False):
     t = max(int(cmask.sum(-1).max()), 1)
-    logp, ent = _logp_rows(model, pids, pmask, cids[:, :t], cmask[:, :t], temperature, with_entropy)
+    logp, ent = _logp_rows(model, pids, pmask, cids[:, :t], cmask[:, :t], temperature, with_entropy, entropy_grad)
     pad = lambda x: torch.nn.functional.pad(x, (0, width - t))  # noqa: E731
     return pad(logp), (pad(ent) if with_entropy else None)
 
 
-def _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, with_entropy):
+def _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, with_entropy,
+               entropy_grad=False):
     ids = torch.cat([prompt_ids, completion_ids], 1)  # [N, P+T]
     mask = torch.cat([prompt_mask, completion_mask], 1)
     T = completion_ids.shape[1]
     parts = split_head(model)
     if parts is None:
-        return _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy)
+        return _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy,
+                             entropy_grad)
     backbone, head = parts
     if _can_share(backbone, prompt_ids, prompt_mask):
         hidden = shared_prefix_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
@@ -78,7 +88,7 @@ def _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, 
         hidden = backbone(input_ids=ids, attention_mask=mask.long(), position_ids=_positions(mask),
                           use_cache=False).last_hidden_state[:, -T - 1:-1]  # [N, T, H]: position t predicts token t
     sel = completion_mask.bool()
-    logp_flat, ent_flat = head_logp(head, hidden[sel], completion_ids[sel], temperature, with_entropy)
+    logp_flat, ent_flat = head_logp(head, hidden[sel], completion_ids[sel], temperature, with_entropy, entropy_grad)
     logp = _scatter(logp_flat, sel)
     return logp, (_scatter(ent_flat, sel) if with_entropy else None)
 
@@ -130,20 +140,117 @@ def split_head(model):
 
 
 def head_logp(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
-              with_entropy: bool):
-    """log p(target) (and entropy) of rows hidden [M, H] under softmax(head(hidden) / temperature), chunked."""
-    rows = max(1, HEAD_CHUNK // head.out_features)
-    recompute = torch.is_grad_enabled() and hidden.requires_grad and hidden.shape[0] > rows
+              with_entropy: bool, entropy_grad: bool = False):
+    """log p(target) (and entropy, no gradient) of rows hidden [M, H] under softmax(head(hidden) / temperature).
+
+    The head runs in row chunks of at most HEAD_CHUNK logits. With gradients on, one autograd
+    node computes d logp / d logits = onehot - softmax itself from the forward's softmax (kept
+    while all chunks hold at most HEAD_KEEP logits, else recomputed chunk by chunk).
+    """
+    if not hidden.requires_grad and not head.weight.requires_grad or not torch.is_grad_enabled():
+        with torch.no_grad():
+            return _head_forward(head.weight, head.bias, hidden, targets, temperature, with_entropy, keep=False)[:2]
+    if entropy_grad or torch.is_autocast_enabled(hidden.device.type):  # autocast: let it pick the matmul dtype
+        return _autograd_head(head, hidden, targets, temperature, with_entropy, entropy_grad)
+    logp, ent = _HeadLogp.apply(hidden, head.weight, head.bias, targets, temperature, with_entropy)
+    return logp, (ent if with_entropy else None)
+
+
+def _chunk_rows(vocab: int) -> int:
+    return max(1, HEAD_CHUNK // vocab)
+
+
+def _head_forward(weight, bias, hidden, targets, temperature: float, with_entropy: bool, keep: bool):
+    """(logp [M], entropy [M] or empty, list of per-chunk softmax [m, V] when keep).
+
+    One logits buffer serves every chunk and the softmax is formed in place: fresh large
+    tensors cost page faults that can exceed the arithmetic on a CPU.
+    """
+    rows, V = _chunk_rows(weight.shape[0]), weight.shape[0]
+    buf = None if weight.dtype != torch.float32 else hidden.new_empty(min(rows, hidden.shape[0]), V, dtype=torch.float32)
+    logps, ents, probs = [], [], []
+    for h, y in zip(hidden.split(rows), targets.split(rows)):
+        x = _logits(weight, bias, h, temperature, None if buf is None else buf[:len(h)])
+        m = x.amax(-1, keepdim=True)
+        x.sub_(m)  # x = logits - max
+        picked = x.gather(-1, y[:, None]).squeeze(-1)
+        e = x.exp() if with_entropy or keep else x.exp_()
+        z = e.sum(-1)
+        logps.append(picked - z.log())
+        if with_entropy:  # H = log z - sum(e * x) / z, the row dot products without an [m, V] temporary
+            ents.append(z.log() - torch.bmm(e[:, None, :], x[:, :, None]).view(-1) / z)
+        if keep:
+            probs.append(e.div_(z[:, None]))
+    cat = lambda xs: torch.cat(xs) if xs else hidden.new_zeros(0, dtype=torch.float32)  # noqa: E731
+    return cat(logps), cat(ents), probs
+
+
+def _logits(weight, bias, h, temperature: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    if out is None:
+        logits = torch.nn.functional.linear(h, weight, bias).float()
+    elif bias is None:
+        logits = torch.mm(h, weight.t(), out=out)
+    else:
+        logits = torch.addmm(bias, h, weight.t(), out=out)
+    return logits.div_(temperature) if temperature > 0 and temperature != 1.0 else logits
+
+
+class _HeadLogp(torch.autograd.Function):
+    """logp = log_softmax(head(h) / temperature)[target], with a hand-written chunked backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, with_entropy):
+        keep = hidden.shape[0] * weight.shape[0] <= HEAD_KEEP
+        logp, ent, probs = _head_forward(weight, bias, hidden, targets, temperature, with_entropy, keep)
+        ctx.save_for_backward(hidden, weight, bias, targets)
+        ctx.probs, ctx.temperature = (probs if keep else None), temperature
+        ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_logp, _grad_ent):
+        hidden, weight, bias, targets = ctx.saved_tensors
+        rows, t = _chunk_rows(weight.shape[0]), ctx.temperature
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        gh = torch.empty_like(hidden) if need_h else None
+        gw = None
+        gb = torch.zeros(weight.shape[0], device=weight.device) if need_b else None
+        for i, (h, y, g) in enumerate(zip(hidden.split(rows), targets.split(rows), grad_logp.split(rows))):
+            if ctx.probs is not None:
+                p = ctx.probs[i]
+            else:
+                p = torch.softmax(_logits(weight, bias, h, t), -1)
+            dlogits = p.mul_(-g[:, None])  # d logp / d logits = onehot(y) - softmax, times grad_logp
+            dlogits[torch.arange(len(y), device=y.device), y] += g
+            if t > 0 and t != 1.0:
+                dlogits /= t
+            dlogits = dlogits.to(weight.dtype)
+            if need_h:
+                torch.mm(dlogits, weight, out=gh[i * rows:i * rows + len(y)])
+            if need_w:
+                gw = torch.mm(dlogits.t(), h).float() if gw is None else gw.addmm_(dlogits.t().float(), h.float())
+            if need_b:
+                gb += dlogits.float().sum(0)
+        ctx.probs = None
+        cast = lambda x, like: None if x is None else x.to(like.dtype)  # noqa: E731
+        return gh, cast(gw, weight), (cast(gb, bias) if bias is not None else None), None, None, None
+
+
+def _autograd_head(head, hidden, targets, temperature: float, with_entropy: bool, entropy_grad: bool = False):
+    """The plain autograd path (used under autocast): per-chunk logits recomputed in backward."""
+    rows = _chunk_rows(head.out_features)
+    recompute = hidden.shape[0] > rows
     outs = []
     for h, y in zip(hidden.split(rows), targets.split(rows)):
-        fn = lambda h_, y_=y: _chunk_logp(head, h_, y_, temperature, with_entropy)  # noqa: E731
+        fn = lambda h_, y_=y: _chunk_logp(head, h_, y_, temperature, with_entropy, entropy_grad)  # noqa: E731
         outs.append(checkpoint(fn, h, use_reentrant=False) if recompute else fn(h))
     logp = torch.cat([o[0] for o in outs]) if outs else hidden.new_zeros(0)
     ent = torch.cat([o[1] for o in outs]) if with_entropy and outs else None
     return logp, ent
 
 
-def _chunk_logp(head, h, y, temperature: float, with_entropy: bool):
+def _chunk_logp(head, h, y, temperature: float, with_entropy: bool, entropy_grad: bool = False):
     logits = head(h).float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
@@ -151,7 +258,7 @@ def _chunk_logp(head, h, y, temperature: float, with_entropy: bool):
     logp = logits.gather(-1, y[:, None]).squeeze(-1) - logz
     if not with_entropy:
         return logp, logp.new_zeros(0)
-    with torch.no_grad():
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         ent = logz - (torch.softmax(logits, -1) * logits).sum(-1)
     return logp, ent
 
@@ -161,7 +268,7 @@ def _scatter(values: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     return out.masked_scatter(sel, values)
 
 
-def _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy):
+def _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy, entropy_grad=False):
     """The plain path: the model's own logits on the last T+1 positions."""
     T = completion_ids.shape[1]
     out = model(input_ids=ids, attention_mask=mask.long(), position_ids=_positions(mask), use_cache=False,
@@ -174,6 +281,6 @@ def _full_forward(model, ids, mask, completion_ids, completion_mask, temperature
     logp = (logits.gather(-1, completion_ids[..., None]).squeeze(-1) - logz).masked_fill(~keep, 0.0)
     entropy = None
     if with_entropy:
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = (logz - (torch.softmax(logits, -1) * logits).sum(-1)).masked_fill(~keep, 0.0)
     return logp, entropy

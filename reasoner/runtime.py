@@ -71,6 +71,8 @@ def make_reference(policy, cfg: Config):
         return lora.AdapterOffReference(policy)
     ref = copy.deepcopy(policy).eval()
     ref.requires_grad_(False)
+    if cfg.run.parallel == "fsdp" and distributed.active():
+        distributed.fsdp_shard(ref)  # sharded like the policy: no full copy per rank
     return ref
 
 
@@ -81,7 +83,8 @@ def make_sampler(model, tokenizer, cfg: Config, device: torch.device):
         return VLLMSampler(model, tokenizer, cfg)
     from reasoner.sampler.transformers import TransformersSampler
 
-    return TransformersSampler(model, tokenizer, device=device, autocast=cfg.model.autocast)
+    lockstep = cfg.run.parallel == "fsdp" and distributed.env_info().world > 1  # sharded weights: same calls on every rank
+    return TransformersSampler(model, tokenizer, device=device, autocast=cfg.model.autocast, lockstep=lockstep)
 
 
 def make_optimizer(model, cfg: Config):

@@ -52,8 +52,8 @@ def train(cfg: Config) -> dict:
     # 3. models
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
     model = runtime.prepare_policy(model, cfg)  # gradient checkpointing, LoRA
+    ref = runtime.make_reference(model, cfg)  # before wrapping: FSDP2 shards in place
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
-    ref = runtime.make_reference(model, cfg)
     sampler = runtime.make_sampler(model, tok, cfg, device)
     opt, sched = runtime.make_optimizer(model, cfg)
     render = lambda p: data.render(p, tok, cfg.data)  # noqa: E731

@@ -47,3 +47,31 @@ class LossOut(NamedTuple):
 
     loss: torch.Tensor  # [] scalar, differentiable
     stats: dict[str, float]  # e.g. {"loss/policy": ..., "loss/kl": ..., "loss/clip_frac": ...}
+
+
+def _pad(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra == 0:
+        return x
+    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
+    return torch.cat([pad, x] if left else [x, pad], 1)
+
+
+def cat_rollouts(rolls: list[Rollout], pad_id: int = 0) -> Rollout:
+    """Join rollouts row-wise, re-padding prompts on the left and completions on the right.
+
+    The filler id never matters (every padded position is masked out); ``pad_id`` keeps
+    decoded ids tidy.
+    """
+    if len(rolls) == 1:
+        return rolls[0]
+    P = max(r.prompt_ids.shape[1] for r in rolls)
+    T = max(r.completion_ids.shape[1] for r in rolls)
+
+    def cat(f: str, w: int, v, left: bool) -> torch.Tensor:
+        return torch.cat([_pad(getattr(r, f), w, v, left) for r in rolls])
+
+    return Rollout(prompt_ids=cat("prompt_ids", P, pad_id, True), prompt_mask=cat("prompt_mask", P, False, True),
+                   completion_ids=cat("completion_ids", T, pad_id, False),
+                   completion_mask=cat("completion_mask", T, False, False), logp=cat("logp", T, 0.0, False),
+                   truncated=torch.cat([r.truncated for r in rolls]), texts=[t for r in rolls for t in r.texts])

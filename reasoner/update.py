@@ -82,7 +82,7 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
                 with distributed.no_sync(model, last=i == len(micros) - 1):
                     with autocast_ctx(cfg, device):
                         logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
-                                                    with_entropy=True)
+                                                    with_entropy=True, entropy_grad=a.entropy_coef > 0)
                     lmask = _loss_mask(batch, micro, cmask, cfg)
                     out = policy_loss(logp, logp.detach() if old is None else old, adv, lmask, a, ref_logp=ref,
                                       entropy=ent, norm_len=norm_len, token_weights=w)

@@ -6,12 +6,14 @@
 
 Each trainer runs in its own subprocess (so peak RSS is its own) on the same prompts (the
 synthetic train problems in ``reasoner.runtime.ProblemStream`` order), the same math verifier,
-lr 1e-4, beta 0.04 (k3 KL in the loss), one PPO epoch, fp32, ``--threads`` torch threads.
+lr 1e-4, beta 0.04 (k3 KL in the loss), one PPO epoch, fp32, ``--threads`` torch threads for both
+(reasoner gets ``run.threads`` explicitly, so its small-model 1-thread default does not apply).
 
 * reasoner: the real ``reasoner.trainer.train`` (run.steps = warmup + steps); the time split is
   its ``time/*`` columns and the step wall time is the gap between consecutive metric rows.
-* TRL: a real ``trl.GRPOTrainer`` (loss_type grpo, scale_rewards group, KL bias correction off,
-  constant lr, AdamW betas (0.9, 0.99), grad clip 1.0 as ours); the step wall time is the gap
+* TRL: a real ``trl.GRPOTrainer`` (``build_trl``: loss_type grpo, scale_rewards group, KL bias
+  correction off; lr, schedule (constant on both), AdamW betas, weight decay, grad clip and clip
+  epsilons taken from the reasoner config); the step wall time is the gap
   between ``on_step_end`` callbacks, and generate / verify / reference are timed by wrapping its
   ``_generate``, ``_calculate_rewards`` and no-grad ``_get_per_token_logps_and_entropies``.
 
@@ -50,7 +52,8 @@ def make_config(case: str, steps: int, threads: int, out_dir: str, overrides: li
 
     model, B, G, T = CASES[case]
     base = [f"model.name={model}", f"run.batch_size={B}", f"sampling.group_size={G}",
-            f"sampling.max_new_tokens={T}", "optim.lr=1e-4", "algo.beta=0.04", "algo.ppo_epochs=1",
+            f"sampling.max_new_tokens={T}", "optim.lr=1e-4", "optim.schedule=constant", "optim.warmup_steps=0",
+            "algo.beta=0.04", "algo.ppo_epochs=1",
             "algo.minibatches=1", "model.dtype=float32", f"run.threads={threads}", f"run.steps={steps}",
             "run.device=cpu", "run.eval_every=0", "run.save_every=0", "run.log_samples_every=0",
             "run.progress=false", "data.eval_size=4", f"run.out_dir={out_dir}"]
@@ -126,11 +129,12 @@ def trl_model_dir(cfg, tmp: str) -> str:
     return f"{tmp}/model"
 
 
-def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+def build_trl(case: str, steps: int, threads: int, overrides: list[str]):
+    """(trainer, tokenizer, cfg, problems): a trl.GRPOTrainer set up for the same work as ``make_config``."""
     import torch
     import trl
     from datasets import Dataset
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer
 
     import verifiers
     from reasoner.models import prepare_tokenizer
@@ -147,17 +151,28 @@ def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
     def math_reward(prompts, completions, idx, **kw):
         return [v.score for v in verifiers.score_all(completions, [problems[i] for i in idx])]
 
+    o = cfg.optim
     args = trl.GRPOConfig(
         output_dir=tmp, per_device_train_batch_size=B * G, num_generations=G, max_completion_length=T,
-        learning_rate=cfg.optim.lr, beta=cfg.algo.beta, num_iterations=1, gradient_accumulation_steps=1,
-        loss_type="grpo", scale_rewards="group", epsilon=0.2, use_bias_correction_kl=False,
-        temperature=1.0, top_p=1.0, top_k=0, max_grad_norm=1.0, adam_beta2=0.99, weight_decay=0.0,
-        lr_scheduler_type="constant", warmup_steps=0, max_steps=steps, shuffle_dataset=False,
+        learning_rate=o.lr, beta=cfg.algo.beta, num_iterations=1, gradient_accumulation_steps=1,
+        loss_type="grpo", scale_rewards="group", epsilon=cfg.algo.eps_low, epsilon_high=cfg.algo.eps_high,
+        use_bias_correction_kl=False, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, top_k=0,
+        max_grad_norm=o.grad_clip, adam_beta1=o.betas[0], adam_beta2=o.betas[1], weight_decay=o.weight_decay,
+        lr_scheduler_type=o.schedule, warmup_steps=o.warmup_steps, max_steps=steps, shuffle_dataset=False,
         use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no", seed=cfg.run.seed,
         dataloader_num_workers=0, disable_tqdm=True)
     dataset = Dataset.from_dict({"prompt": prompts, "idx": list(range(len(prompts)))})
     trainer = trl.GRPOTrainer(model=path, reward_funcs=math_reward, args=args, train_dataset=dataset,
                               processing_class=tok)
+    return trainer, tok, cfg, problems
+
+
+def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+    from transformers import TrainerCallback
+
+    trainer, tok, cfg, problems = build_trl(case, steps, threads, overrides)
+    _, prompts = step_problems(cfg, tok)
+    B, G = cfg.run.batch_size, cfg.sampling.group_size
     acc = {p: 0.0 for p in PHASES[:3]}
     timed(trainer, "_generate", acc, "generate")
     timed(trainer, "_calculate_rewards", acc, "verify")

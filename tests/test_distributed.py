@@ -143,12 +143,14 @@ def test_problem_stream_shards_are_the_global_batch_in_order():
         distributed.check_config(3, 2)
 
 
-def test_torchrun_trains_with_one_set_of_outputs(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_trains_with_one_set_of_outputs(tiny_model_dir, tmp_path, parallel):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reasoner",
            "train", f"model.name={tiny_model_dir}", f"run.out_dir={run}", "run.steps=2", "run.save_every=1",
            "run.batch_size=4", "sampling.group_size=2", "sampling.max_new_tokens=4", "data.eval_size=4",
-           "data.synthetic_size=64", "run.threads=1", "run.progress=false", "run.log_samples_every=1"]
+           "data.synthetic_size=64", "run.threads=1", "run.progress=false", "run.log_samples_every=1",
+           f"run.parallel={parallel}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -102,12 +102,13 @@ def test_rollout_tensors_work_with_autograd(model_tok):
     model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("chunk", [1 << 22, 300])  # one chunk, or 3-row chunks recomputed in backward
-def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk):
+@pytest.mark.parametrize("chunk, keep", [(1 << 22, 1 << 27), (300, 1 << 27), (300, 0)])
+def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, keep):
     import reasoner.logprobs as lp
 
     model, tok = model_tok
     monkeypatch.setattr(lp, "HEAD_CHUNK", chunk)  # vocab 97: 300 logits = 3 rows per chunk
+    monkeypatch.setattr(lp, "HEAD_KEEP", keep)  # 0: every chunk's softmax recomputed in the backward
     roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=2, max_new_tokens=6, seed=5))
     args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
     ids, mask = torch.cat(args[::2], 1), torch.cat(args[1::2], 1)
@@ -159,3 +160,23 @@ def test_bucketed_logp_equals_one_batch(model_tok, monkeypatch):
     torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
     for x, y in zip(ga, gb):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_inverse_cdf_by_hand():
+    from reasoner.sampler.transformers import inverse_cdf_at
+
+    w = torch.tensor([[0.0, 1.0, 0.0, 3.0]] * 4)  # cdf 0, 1, 1, 4
+    u = torch.tensor([[0.0], [0.2], [0.25], [0.999999]])  # u * 4 = 0, 0.8, 1.0, ~4
+    # first cdf > v: v=0 -> index 1 (index 0 has weight 0); 0.8 -> 1; 1.0 -> 3 (index 2 has weight 0); ~4 -> 3
+    assert inverse_cdf_at(w, u).tolist() == [1, 1, 3, 3]
+
+
+def test_sampled_token_frequencies_match_softmax():
+    from reasoner.sampler.transformers import sample_tokens
+
+    logits = torch.tensor([[0.0, 1.0, float("-inf"), 2.0]]).repeat(20000, 1)
+    tok, logp = sample_tokens(logits, SamplingParams(n=1, temperature=1.0, top_p=1.0, seed=0), torch.Generator().manual_seed(0))
+    p = torch.softmax(logits[0], -1)  # e^0, e^1, 0, e^2 over their sum: 0.090, 0.245, 0, 0.665
+    freq = torch.bincount(tok, minlength=4).float() / len(tok)
+    torch.testing.assert_close(freq, p, atol=0.015, rtol=0)  # ~4 standard errors at n = 20000
+    torch.testing.assert_close(logp, p.log()[tok])

@@ -12,7 +12,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from reasoner.sampler import SamplingParams
-from reasoner.types import Rollout
+from reasoner.types import Rollout, cat_rollouts
 
 
 def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None):
@@ -51,14 +51,18 @@ def _top_p(w: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def _inverse_cdf(w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """One index per row drawn with probability w / w.sum(-1) (w >= 0, some w > 0 per row).
+    """One index per row drawn with probability w / w.sum(-1) (w >= 0, some w > 0 per row)."""
+    u = torch.rand(w.shape[0], 1, generator=gen, device=w.device, dtype=w.dtype)
+    return inverse_cdf_at(w, u)
 
-    The first index whose cumulative weight exceeds u * total, u ~ U[0, 1): a zero-weight
-    index never exceeds its predecessor's cumulative weight, so it is never drawn.
+
+def inverse_cdf_at(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative weight exceeds u * total (u [R, 1] in [0, 1)).
+
+    A zero-weight index never exceeds its predecessor's cumulative weight, so it is never picked.
     """
     cdf = w.cumsum(-1)
     total = cdf[:, -1:]
-    u = torch.rand(w.shape[0], 1, generator=gen, device=w.device, dtype=w.dtype)
     v = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
     return torch.searchsorted(cdf, v, right=True).squeeze(-1)
 
@@ -69,15 +73,17 @@ class TransformersSampler:
     compact: finished rows leave the decode batch (their KV cache rows are dropped) once
     the live share of the batch falls to this fraction or below; 1.0 drops them at every
     step, 0.0 never (they then ride along, masked, until the longest row ends).
+    lockstep: decode all max_new_tokens steps with every row, never leaving early, so that
+    every rank makes the same forward calls (FSDP's parameter all-gathers need that).
     """
 
     def __init__(self, model, tokenizer, device: str | torch.device = "cpu", autocast: str = "none",
-                 prompt_batch: int = 64, compact: float = 1.0):
+                 prompt_batch: int = 64, compact: float = 1.0, lockstep: bool = False):
         self.model, self.tokenizer = model, tokenizer
         self.device = torch.device(device)
         self.autocast = autocast
         self.prompt_batch = prompt_batch  # prompts per forward batch (N = prompt_batch * n rows)
-        self.compact = compact
+        self.compact, self.lockstep = (0.0, True) if lockstep else (compact, False)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
@@ -90,10 +96,10 @@ class TransformersSampler:
         return contextlib.nullcontext()
 
     def generate(self, prompts: list[str], params: SamplingParams) -> Rollout:
-        with torch.inference_mode():
+        with torch.no_grad() if self.lockstep else torch.inference_mode():  # FSDP's buffers reject inference mode
             chunks = [self._generate(prompts[i:i + self.prompt_batch], params, i)
                       for i in range(0, len(prompts), self.prompt_batch)]
-            roll = chunks[0] if len(chunks) == 1 else _concat(chunks, self.pad_id)
+            roll = chunks[0] if len(chunks) == 1 else cat_rollouts(chunks, self.pad_id)
         return _clone(roll)  # ordinary tensors again: the trainer feeds them to autograd
 
     def _generate(self, prompts: list[str], params: SamplingParams, offset: int) -> Rollout:
@@ -148,9 +154,9 @@ class TransformersSampler:
             done[where[ended]] = True
             live = live & ~ended
             n_live = int(live.sum())
-            if n_live == 0 or t + 1 == T:
+            if (n_live == 0 and not self.lockstep) or t + 1 == T:
                 break
-            if n_live <= self.compact * live.shape[0] and n_live < live.shape[0]:
+            if n_live and n_live <= self.compact * live.shape[0] and n_live < live.shape[0]:
                 keep = live.nonzero().squeeze(1)
                 cache.batch_select_indices(keep)
                 where, tok, mask, pos, live = where[keep], tok[keep], mask[keep], pos[keep], live[keep]
@@ -227,22 +233,3 @@ def _clone(r: Rollout) -> Rollout:
     f = lambda x: x.clone()  # noqa: E731  leave inference mode
     return Rollout(f(r.prompt_ids), f(r.prompt_mask), f(r.completion_ids), f(r.completion_mask), f(r.logp),
                    f(r.truncated), r.texts)
-
-
-def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
-    extra = width - x.shape[1]
-    if extra == 0:
-        return x
-    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
-    return torch.cat([pad, x] if left else [x, pad], 1)
-
-
-def _concat(chunks: list[Rollout], pad_id: int) -> Rollout:
-    """Join rollouts of several prompt batches, re-padding prompts left and completions right."""
-    P = max(c.prompt_ids.shape[1] for c in chunks)
-    T = max(c.completion_ids.shape[1] for c in chunks)
-    cat = lambda f, w, v, left: torch.cat([_pad_to(getattr(c, f), w, v, left) for c in chunks])  # noqa: E731
-    return Rollout(prompt_ids=cat("prompt_ids", P, pad_id, True), prompt_mask=cat("prompt_mask", P, False, True),
-                   completion_ids=cat("completion_ids", T, pad_id, False),
-                   completion_mask=cat("completion_mask", T, False, False), logp=cat("logp", T, 0.0, False),
-                   truncated=torch.cat([c.truncated for c in chunks]), texts=[t for c in chunks for t in c.texts])

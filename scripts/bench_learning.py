@@ -1,0 +1,128 @@
+"""Same learning: held-out greedy accuracy after the same number of steps, reasoner vs TRL GRPOTrainer.
+
+    python scripts/bench_learning.py                       # tiny model, 8 x 8, 16 new tokens, 100 steps, seed 0
+    python scripts/bench_learning.py --steps 50 --seeds 0,1 --eval-size 128
+
+Both trainers get the ``scripts/bench_step.py`` set-up (the same prompts in the same order, the
+same math verifier, lr 1e-4 constant, beta 0.04 with k3 KL in the loss, one PPO epoch, fp32,
+the same torch threads and seed), each in its own subprocess. Before and after training, each
+policy is scored by the same function, ``reasoner.trainer.evaluate`` (greedy decoding, the
+math verifier), on the same held-out synthetic test problems. TRL is a benchmark-only
+dependency (``pip install trl==1.16.0``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import CASES, build_trl, make_config  # noqa: E402
+
+
+def heldout(model, tok, cfg) -> float:
+    """Greedy accuracy of ``model`` on cfg's held-out problems, scored as reasoner's trainer scores them."""
+    from reasoner import data
+    from reasoner.sampler.transformers import TransformersSampler
+    from reasoner.trainer import evaluate
+
+    problems = data.load_problems(cfg.data.eval, cfg.data.eval_split, cfg.data)
+    problems = problems[:cfg.data.eval_size] if cfg.data.eval_size else problems
+    prompts = [data.render(p, tok, cfg.data) for p in problems]
+    sampler = TransformersSampler(model, tok, device="cpu")
+    return evaluate(sampler, problems, prompts, cfg, step=0)["eval/accuracy"]
+
+
+def run_reasoner(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+    from reasoner.trainer import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = make_config(case, steps, threads, tmp, overrides)
+        t0 = time.perf_counter()
+        summary = train(cfg)  # evaluates with reasoner.trainer.evaluate before and after
+        seconds = time.perf_counter() - t0
+        rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]
+    return {"before": summary["heldout_accuracy_before"], "after": summary["heldout_accuracy_after"],
+            "rewards": rewards, "seconds": seconds, "problems": summary["heldout_problems"]}
+
+
+def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+    from transformers import TrainerCallback
+
+    trainer, tok, cfg, _ = build_trl(case, steps, threads, overrides)
+    rewards: list[float] = []
+
+    class Rewards(TrainerCallback):
+        def on_log(self, a, s, c, logs=None, **k):
+            if logs and "reward" in logs:
+                rewards.append(logs["reward"])
+
+    trainer.add_callback(Rewards())
+    t0 = time.perf_counter()
+    before = heldout(trainer.model, tok, cfg)
+    trainer.train()
+    after = heldout(trainer.model, tok, cfg)
+    return {"before": before, "after": after, "rewards": rewards, "seconds": time.perf_counter() - t0,
+            "problems": cfg.data.eval_size}
+
+
+def spawn(kind: str, case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [sys.executable, __file__, "--worker", kind, "--case", case, "--steps", str(steps),
+               "--threads", str(threads), "--json", f.name] + [f"--set={o}" for o in overrides]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
+               "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-4000:]}")
+        return json.loads(Path(f.name).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--case", default="tiny16", help=f"one of {', '.join(CASES)}")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seeds", default="0", help="comma-separated run.seed values; accuracies are averaged")
+    p.add_argument("--eval-size", type=int, default=256, help="held-out synthetic test problems (0 = all)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], help="extra config override key=value (both trainers)")
+    p.add_argument("--worker", choices=("reasoner", "trl"), help=argparse.SUPPRESS)
+    p.add_argument("--json", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.case not in CASES:
+        p.error(f"unknown case {a.case!r}; choose from {', '.join(CASES)}")
+    if a.steps < 1:
+        p.error("--steps must be at least 1")
+    if a.worker:
+        res = (run_reasoner if a.worker == "reasoner" else run_trl)(a.case, a.steps, a.threads, a.set)
+        Path(a.json).write_text(json.dumps(res))
+        return 0
+    model, B, G, T = CASES[a.case]
+    results: dict[str, list[dict]] = {"reasoner": [], "trl": []}
+    for seed in [int(s) for s in a.seeds.split(",") if s]:
+        overrides = [f"run.seed={seed}", f"data.eval_size={a.eval_size}"] + a.set
+        for kind in results:
+            results[kind].append(spawn(kind, a.case, a.steps, a.threads, overrides))
+    print(f"== same learning: model {model}, {B} prompts x {G} samples, max {T} new tokens, {a.steps} steps, "
+          f"seeds {a.seeds}; held-out greedy accuracy on {results['reasoner'][0]['problems']} synthetic test problems")
+    print(f"{'trainer':10s} {'before':>7s} {'after':>7s} {'reward first10':>15s} {'reward last10':>14s} {'seconds':>8s}")
+    mean = statistics.mean
+    for kind, runs in results.items():
+        first = mean(mean(r["rewards"][:10]) for r in runs)
+        last = mean(mean(r["rewards"][-10:]) for r in runs)
+        print(f"{kind:10s} {mean(r['before'] for r in runs):7.3f} {mean(r['after'] for r in runs):7.3f} "
+              f"{first:15.3f} {last:14.3f} {mean(r['seconds'] for r in runs):8.1f}")
+    per_seed = [f"{r['after']:.3f}/{t['after']:.3f}" for r, t in zip(results["reasoner"], results["trl"])]
+    print("after, reasoner/TRL per seed: " + "  ".join(per_seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
