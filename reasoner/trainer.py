@@ -147,7 +147,8 @@ def train(cfg: Config) -> dict:
         return summary
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"held-out accuracy (greedy, {len(eval_set)} problems): before {before:.3f} -> after "
-          f"{summary['heldout_accuracy_after']:.3f}   [{summary['seconds']:.0f} s, run dir {out}]")
+          f"{summary['heldout_accuracy_after']:.3f}   [{summary['seconds']:.0f} s, run dir {out}]"
+          + (f"   code sandbox isolation: {isolation}" if isolation else ""))
     return summary
 
 
