@@ -85,6 +85,10 @@ class AlgoConfig:
     overlong_buffer: int = 4
     overlong_penalty: float = 1.0
     reward_weights: dict[str, float] = field(default_factory=dict)  # extra reward fns by name -> weight
+    gamma: float = 1.0  # advantage=gae: discount
+    lam: float = 0.95  # advantage=gae: GAE lambda
+    critic_lr: float = 1e-4  # advantage=gae: the critic's AdamW learning rate
+    value_clip: float = 0.2  # advantage=gae: clip of the value loss around the old values
 
 
 @dataclass
@@ -141,13 +145,18 @@ def _registry_names(module: str, attr: str):
     return names
 
 
+def advantage_names() -> list[str]:
+    """The registry's estimators plus ``gae``, which needs a critic (reasoner.critic), not a registry fn."""
+    return _registry_names("reasoner.advantages", "ADVANTAGES")() + ["gae"]
+
+
 CHOICES: dict[str, Any] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.autocast": ("none", "bfloat16"),
     "data.template": ("auto", "plain", "chat"),
     "sampling.backend": ("transformers", "vllm"),
     "algo.preset": _registry_names("reasoner.presets", "PRESETS"),
-    "algo.advantage": _registry_names("reasoner.advantages", "ADVANTAGES"),
+    "algo.advantage": advantage_names,
     "algo.loss_agg": _registry_names("reasoner.losses", "AGGREGATIONS"),
     "algo.kl_estimator": _registry_names("reasoner.losses", "KL_ESTIMATORS"),
     "algo.kl_in": ("loss", "reward"),
@@ -159,7 +168,8 @@ CHOICES: dict[str, Any] = {
 POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
             "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries")
 NON_NEGATIVE = ("algo.beta", "optim.lr", "sampling.temperature", "run.steps", "run.eval_every",
-                "optim.grad_clip", "algo.entropy_coef", "algo.eps_low", "algo.eps_high")
+                "optim.grad_clip", "algo.entropy_coef", "algo.eps_low", "algo.eps_high", "algo.critic_lr",
+                "algo.value_clip")
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -244,6 +254,9 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), name)
         if value < (1 if key in POSITIVE else 0):
             raise ConfigError(f"{key}={value!r} must be {'>= 1' if key in POSITIVE else '>= 0'}")
+    for name in ("gamma", "lam"):
+        if not 0 <= getattr(cfg.algo, name) <= 1:
+            raise ConfigError(f"algo.{name}={getattr(cfg.algo, name)!r} must be in [0, 1]")
     if not 0 < cfg.sampling.top_p <= 1:
         raise ConfigError(f"sampling.top_p={cfg.sampling.top_p!r} must be in (0, 1]")
     from reasoner.rewards import check_weights

@@ -13,6 +13,8 @@ soft-capping or scaling) take the full forward instead; autocast takes plain aut
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -20,6 +22,10 @@ from reasoner.sampler.transformers import _positions
 
 HEAD_CHUNK = 1 << 22  # logits per LM-head chunk (16 MiB in fp32)
 HEAD_KEEP = 1 << 27  # softmax kept for the backward up to this many logits (512 MiB in fp32)
+# Fixed cost of one more forward(+backward) call, per decoder layer, in (parameter x token) units:
+# measured on the 4-layer tiny model, 2 CPU threads, an extra bucket costs ~4 ms forward, ~10 ms
+# with backward (~2^28 param-tokens of arithmetic), so bucketing pays only when it cuts more than that.
+CALL_WORK_PER_LAYER = 1 << 26
 _HEAD_ATTRS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
@@ -34,7 +40,7 @@ def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, 
     Logits are divided by the sampling temperature, matching the sampler's log-probs.
     Positions outside completion_mask get log-prob 0 and entropy 0.
     """
-    order = length_buckets(completion_mask)
+    order = length_buckets(completion_mask, call_tokens=_call_tokens(model))
     if len(order) > 1:  # rows of similar length together, each bucket trimmed to its longest row
         T = completion_ids.shape[1]
         outs = [_bucket(model, prompt_ids[i], prompt_mask[i], completion_ids[i], completion_mask[i], temperature,
@@ -47,10 +53,11 @@ def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, 
 
 
 def length_buckets(completion_mask: torch.Tensor, max_buckets: int = 4, min_saving: float = 0.15,
-                   min_rows: int = 8, min_tokens: int = 256) -> list[torch.Tensor]:
+                   min_rows: int = 8, min_tokens: int = 256, call_tokens: int = 0) -> list[torch.Tensor]:
     """Row indices in up to max_buckets groups of similar completion length, or one group when
-    bucketing would cut the padded completion positions by less than min_saving of them or by
-    fewer than min_tokens (each bucket costs extra forward calls: small cuts do not pay). Never
+    bucketing would cut the padded completion positions by less than min_saving of them, by
+    fewer than min_tokens, or by fewer than call_tokens per extra bucket (each bucket costs one
+    more forward call, worth call_tokens positions of arithmetic: small cuts do not pay). Never
     under torch.distributed: FSDP needs every rank to make the same forward calls."""
     N, T = completion_mask.shape
     everyone = [torch.arange(N, device=completion_mask.device)]
@@ -62,7 +69,22 @@ def length_buckets(completion_mask: torch.Tensor, max_buckets: int = 4, min_savi
     groups = list(order.tensor_split(k))
     padded = sum(len(g) * int(lengths[g].max()) for g in groups)
     saved = N * T - padded
-    return groups if saved >= min_saving * N * T and saved >= min_tokens else everyone
+    pays = saved >= min_saving * N * T and saved >= max(min_tokens, call_tokens * (k - 1))
+    return groups if pays else everyone
+
+
+def _call_tokens(model) -> int:
+    """Padded positions whose arithmetic costs as much as one more forward call of ``model``."""
+    if not hasattr(model, "parameters"):  # a wrapper such as lora.AdapterOffReference: no size to go by
+        return 0
+    if model not in _CALL_TOKENS:  # a model's size and depth do not change over a run
+        params = sum(p.numel() for p in model.parameters()) or 1
+        layers = getattr(getattr(model, "config", None), "num_hidden_layers", None) or 1
+        _CALL_TOKENS[model] = CALL_WORK_PER_LAYER * layers // params
+    return _CALL_TOKENS[model]
+
+
+_CALL_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _bucket(model, pids, pmask, cids, cmask, temperature, with_entropy, width, entropy_grad=False):

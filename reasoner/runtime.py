@@ -76,6 +76,17 @@ def make_reference(policy, cfg: Config):
     return ref
 
 
+def make_critic(policy, cfg: Config):
+    """The value model of algo.advantage=gae (a copy of the policy's backbone + a value head), else None."""
+    if cfg.algo.advantage != "gae":
+        return None
+    if distributed.env_info().world > 1:
+        raise ValueError("algo.advantage=gae runs in one process only (the critic is not wrapped for DDP/FSDP)")
+    from reasoner.critic import Critic
+
+    return Critic(policy, cfg)
+
+
 def make_sampler(model, tokenizer, cfg: Config, device: torch.device):
     if cfg.sampling.backend == "vllm":
         from reasoner.sampler.vllm import VLLMSampler

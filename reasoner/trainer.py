@@ -26,7 +26,8 @@ def train(cfg: Config) -> dict:
 
     1. Prepare the run directory (config.yaml), seeds, threads and device.
     2. Load the problems (train and held-out) and render their prompts.
-    3. Load the policy, the reference (only when beta > 0), the sampler and the optimizer.
+    3. Load the policy, the reference (only when beta > 0), the critic (only for algo.advantage=gae,
+       reasoner.critic; checkpointed with the trainer state), the sampler and the optimizer.
     4. Resume from a checkpoint when asked.
     5. Evaluate the held-out set before training.
     6. Each step: (a) take B problems, (b) sample G completions each, (c) score them,
@@ -53,6 +54,7 @@ def train(cfg: Config) -> dict:
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
     model = runtime.prepare_policy(model, cfg)  # gradient checkpointing, LoRA
     ref = runtime.make_reference(model, cfg)  # before wrapping: FSDP2 shards in place
+    critic = runtime.make_critic(model, cfg)  # None unless algo.advantage=gae
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
     sampler = runtime.make_sampler(model, tok, cfg, device)
     opt, sched = runtime.make_optimizer(model, cfg)
@@ -69,6 +71,8 @@ def train(cfg: Config) -> dict:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, beta = state["step"], state["beta"]
+        if critic is not None:
+            critic.load_checkpoint_state(state["critic"])
         log = distributed.metrics_log(out, state["metrics"])
         sampler.sync_weights(model)
         print(f"[rank {dd.rank}] resumed from {ckpt} at step {start}")
@@ -97,17 +101,21 @@ def train(cfg: Config) -> dict:
         t["reference"] = time.perf_counter() - t0
         # (e) advantages
         rewards = sc.rewards.clone()  # [N] scores + weighted extra rewards + overlong punishment
-        if ref_logp is not None and cfg.algo.kl_in == "reward":
-            kl = KL_ESTIMATORS.get(cfg.algo.kl_estimator)(roll.logp, ref_logp) * roll.completion_mask
-            rewards = rewards - beta * kl.sum(-1)
-        rewards = rewards.view(-1, G)  # [B, G]
-        adv = ADVANTAGES.get(cfg.algo.advantage)(rewards, cfg.algo).reshape(-1)  # [N]
+        if critic is not None:  # gae: per-token advantages [N, T] from the critic's values
+            adv, returns, old_v = critic.advantages(roll, rewards, ref_logp if cfg.algo.kl_in == "reward" else None,
+                                                    beta, cfg)
+        else:
+            if ref_logp is not None and cfg.algo.kl_in == "reward":
+                kl = KL_ESTIMATORS.get(cfg.algo.kl_estimator)(roll.logp, ref_logp) * roll.completion_mask
+                rewards = rewards - beta * kl.sum(-1)
+            adv = ADVANTAGES.get(cfg.algo.advantage)(rewards.view(-1, G), cfg.algo).reshape(-1)  # [B, G] -> [N]
         # (f) update
         t0 = time.perf_counter()
         in_loss = cfg.algo.kl_in == "loss"
         step_cfg = replace(cfg, algo=replace(cfg.algo, beta=beta if in_loss else 0.0))
         upd = ppo_update(policy, opt, UpdateBatch(roll, adv, old_logp, ref_logp if in_loss else None, tis),
                          step_cfg, device, runtime.step_generator(cfg.run.seed, step))
+        upd.update(critic.update(roll, returns, old_v, cfg) if critic is not None else {})
         beta = _adapt_beta(beta, upd.get("loss/kl", 0.0), cfg)
         sched.step()
         sampler.sync_weights(model)
@@ -125,7 +133,7 @@ def train(cfg: Config) -> dict:
         bar.set_postfix(reward=f"{row['reward/mean']:.2f}", acc=f"{log.last('eval/accuracy'):.3f}")
         done = step + 1 == cfg.run.steps
         if bad_steps >= cfg.run.max_bad_steps or (cfg.run.save_every and (step + 1) % cfg.run.save_every == 0) or done:
-            _save(out, step + 1, model, tok, opt, sched, beta, log, cfg)
+            _save(out, step + 1, model, tok, opt, sched, beta, log, cfg, critic)
             log.write_csv()
         if bad_steps >= cfg.run.max_bad_steps:
             raise RuntimeError(f"{bad_steps} consecutive non-finite losses or gradients at step {step + 1}; "
@@ -219,8 +227,9 @@ def _step_row(step, roll, verdicts, scores, upd, t, opt, beta) -> dict:
     return row
 
 
-def _save(out, step, model, tok, opt, sched, beta, log, cfg) -> None:
-    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "beta": beta, "metrics": log.rows}
+def _save(out, step, model, tok, opt, sched, beta, log, cfg, critic=None) -> None:
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "beta": beta, "metrics": log.rows,
+             **({"critic": critic.checkpoint_state()} if critic is not None else {})}
     checkpoint.save(out, step, model, tok, state, cfg.run.keep_checkpoints)
 
 

@@ -20,7 +20,7 @@ class UpdateBatch:
     """Everything the loss needs for N completions."""
 
     rollout: Rollout
-    adv: torch.Tensor  # [N] float, one advantage per completion
+    adv: torch.Tensor  # [N] float, one advantage per completion, or [N, T] per token (gae)
     old_logp: torch.Tensor | None  # [N, T] detached; None = equal to the current (1 epoch, 1 minibatch)
     ref_logp: torch.Tensor | None  # [N, T] detached; None when beta == 0 or KL is in the reward
     weights: torch.Tensor | None = None  # [N, T] per-token policy-loss weights (TIS correction) or None
@@ -37,7 +37,8 @@ def _rows(batch: UpdateBatch, idx: torch.Tensor):
     T = int(r.completion_mask[idx].sum(-1).max().clamp_min(1))  # trim right padding of this slice
     pick = lambda x: None if x is None else x[idx][:, :T]  # noqa: E731
     return (r.prompt_ids[idx], r.prompt_mask[idx], r.completion_ids[idx][:, :T], r.completion_mask[idx][:, :T],
-            batch.adv[idx], pick(batch.old_logp), pick(batch.ref_logp), pick(batch.weights))
+            batch.adv[idx] if batch.adv.dim() == 1 else pick(batch.adv), pick(batch.old_logp), pick(batch.ref_logp),
+            pick(batch.weights))
 
 
 def _loss_mask(batch: UpdateBatch, idx: torch.Tensor, cmask: torch.Tensor, cfg: Config) -> torch.Tensor:

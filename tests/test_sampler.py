@@ -139,6 +139,19 @@ def test_length_buckets_by_hand():
     assert len(length_buckets(mask, min_tokens=49)) == 1  # too few positions saved to pay for more calls
     assert len(length_buckets(torch.ones(16, 8, dtype=torch.bool))) == 1  # equal lengths: nothing to save
     assert len(length_buckets(mask[:15])) == 1  # fewer than 2 * min_rows rows
+    # each extra bucket call must save call_tokens positions: 1 extra call, 48 saved
+    assert len(length_buckets(mask, min_tokens=0, call_tokens=48)) == 2
+    assert len(length_buckets(mask, min_tokens=0, call_tokens=49)) == 1
+
+
+def test_call_tokens_scale_with_depth_over_size():
+    from reasoner.logprobs import CALL_WORK_PER_LAYER, _call_tokens
+
+    flat = torch.nn.Linear(1000, 1000)  # 1,001,000 parameters, no config: 1 layer
+    assert _call_tokens(flat) == CALL_WORK_PER_LAYER // 1_001_000 == 67  # 2^26 / 1.001e6 = 67.04
+    deep = torch.nn.Linear(1000, 1000)
+    deep.config = type("C", (), {"num_hidden_layers": 4})()
+    assert _call_tokens(deep) == 4 * CALL_WORK_PER_LAYER // 1_001_000 == 268  # 4 * 2^26 / 1.001e6 = 268.2
 
 
 def test_bucketed_logp_equals_one_batch(model_tok, monkeypatch):
@@ -148,7 +161,8 @@ def test_bucketed_logp_equals_one_batch(model_tok, monkeypatch):
     roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=8, max_new_tokens=12, seed=2))
     args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
     out, real = [], lp.length_buckets
-    for buckets in (lambda m: real(m, min_saving=0.0, min_tokens=0), lambda m: [torch.arange(m.shape[0])]):
+    for buckets in (lambda m, **kw: real(m, min_saving=0.0, min_tokens=0),
+                    lambda m, **kw: [torch.arange(m.shape[0])]):
         monkeypatch.setattr(lp, "length_buckets", buckets)
         assert len(buckets(roll.completion_mask)) == (4 if not out else 1)
         logp, ent = lp.completion_logp(model, *args, 1.0, with_entropy=True)

@@ -10,13 +10,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def registries() -> dict[str, list[str]]:
     import verifiers
-    from reasoner.advantages import ADVANTAGES
+    from reasoner.config import advantage_names
     from reasoner.data import DATASETS
     from reasoner.losses import AGGREGATIONS, KL_ESTIMATORS
     from reasoner.presets import PRESETS
     from reasoner.rewards import REWARDS
 
-    return {"verifiers": verifiers.names(), "advantage estimators (algo.advantage)": ADVANTAGES.names(),
+    return {"verifiers": verifiers.names(), "advantage estimators (algo.advantage)": advantage_names(),
             "loss aggregation (algo.loss_agg)": AGGREGATIONS.names(),
             "KL estimators (algo.kl_estimator)": KL_ESTIMATORS.names(), "presets (algo.preset)": PRESETS.names(),
             "extra reward functions (algo.reward_weights)": REWARDS.names(),

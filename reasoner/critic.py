@@ -1,0 +1,139 @@
+"""The value model of ``algo.advantage=gae`` (classic RLHF-PPO): a copy of the policy's backbone
+plus a linear value head, with its own AdamW optimizer.
+
+Per-token rewards are the task score on the last real token minus ``beta * KL_t`` when the
+KL sits in the reward (``reasoner.losses.kl_penalized_rewards``); GAE (``reasoner.advantages.gae``)
+turns them and the critic's values into per-token advantages and value targets (returns).
+
+Limits: one process only (the critic is not wrapped for DDP/FSDP); with LoRA the copied
+backbone carries the adapters and is trained in full. Its weights and optimizer state go
+into the trainer's checkpoint state (``checkpoint_state`` / ``load_checkpoint_state``).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from reasoner.advantages import gae
+from reasoner.config import Config
+from reasoner.losses import kl_penalized_rewards, value_loss
+from reasoner.types import Rollout
+
+WHITEN_EPS = 1e-8
+
+
+def _backbone(policy: nn.Module) -> nn.Module:
+    """The transformer body of an HF causal LM (``model.model`` for Llama/Qwen2), PEFT unwrapped."""
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    body = getattr(base, getattr(base, "base_model_prefix", "model") or "model", None)
+    if not isinstance(body, nn.Module) or body is base:
+        raise ValueError(f"algo.advantage=gae needs an HF causal LM with a backbone attribute; "
+                         f"{type(base).__name__} has none")
+    return body
+
+
+def _hidden_size(body: nn.Module) -> int:
+    cfg = body.config.get_text_config() if hasattr(body.config, "get_text_config") else body.config
+    return int(cfg.hidden_size)
+
+
+def masked_whiten(x: Tensor, mask: Tensor, eps: float = WHITEN_EPS) -> Tensor:
+    """(x - mean) / (std + eps) with mean and (population) std over the masked entries; 0 off the mask."""
+    m = mask.to(x.dtype)
+    n = m.sum().clamp_min(1)
+    mean = (x * m).sum() / n
+    var = (((x - mean) * m) ** 2).sum() / n
+    return (x - mean) / (var.sqrt() + eps) * m
+
+
+def explained_variance(pred: Tensor, target: Tensor, mask: Tensor) -> float:
+    """1 - Var(target - pred) / Var(target) over the masked entries; nan when Var(target) = 0."""
+    sel = mask.bool()
+    t, p = target[sel].float(), pred[sel].float()
+    var = t.var(unbiased=False) if t.numel() else t.new_tensor(0.0)
+    return float("nan") if var <= 0 else float(1 - (t - p).var(unbiased=False) / var)
+
+
+class Critic(nn.Module):
+    """V(s_t) for every completion token: the value of the state before token t is generated."""
+
+    def __init__(self, policy: nn.Module, cfg: Config):
+        super().__init__()
+        self.backbone = copy.deepcopy(_backbone(policy))
+        self.backbone.requires_grad_(True)
+        self.head = nn.Linear(_hidden_size(self.backbone), 1)
+        nn.init.zeros_(self.head.weight)  # V = 0 at the start: advantages begin as discounted rewards
+        nn.init.zeros_(self.head.bias)
+        self.head.to(next(self.backbone.parameters()).device)
+        self.opt = torch.optim.AdamW(self.parameters(), lr=cfg.algo.critic_lr,
+                                     betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+        self.autocast = cfg.model.autocast == "bfloat16"
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                completion_mask: Tensor) -> Tensor:
+        """Values [N, T]: position t reads the hidden state that predicts completion token t
+        (as in ``reasoner.logprobs.completion_logp``); 0 off the completion mask."""
+        d = self.device
+        ids = torch.cat([prompt_ids, completion_ids], 1).to(d)
+        mask = torch.cat([prompt_mask, completion_mask], 1).to(d)
+        T = completion_ids.shape[1]
+        pos = (mask.long().cumsum(-1) - 1).clamp_min(0)  # left-padded prompts: 0 at the first real token
+        with torch.autocast(d.type, dtype=torch.bfloat16, enabled=self.autocast):
+            h = self.backbone(input_ids=ids, attention_mask=mask.long(), position_ids=pos,
+                              use_cache=False).last_hidden_state[:, -T - 1:-1]
+        return self.head(h.float()).squeeze(-1) * completion_mask.to(d)
+
+    def values(self, roll: Rollout) -> Tensor:
+        return self(roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
+
+    @torch.no_grad()
+    def advantages(self, roll: Rollout, scores: Tensor, ref_logp: Tensor | None, beta: float,
+                   cfg: Config) -> tuple[Tensor, Tensor, Tensor]:
+        """(adv [N, T] whitened over the completion tokens, returns [N, T], old values [N, T]).
+
+        ``scores [N]`` land on each completion's last real token; with ``ref_logp`` and
+        ``beta > 0`` every token also gets ``-beta * KL_t`` (estimator ``algo.kl_estimator``).
+        """
+        self.eval()
+        mask = roll.completion_mask.to(self.device)
+        old_v = self.values(roll)
+        logp = roll.logp.to(self.device)
+        if ref_logp is None:  # no KL in the reward: the task score on the last token only
+            ref_logp, beta = logp, 0.0
+        rewards = kl_penalized_rewards(scores.to(self.device), logp, ref_logp.to(self.device), mask, beta,
+                                       cfg.algo.kl_estimator)
+        adv, returns = gae(rewards, old_v, mask, cfg.algo.gamma, cfg.algo.lam)
+        return masked_whiten(adv, mask), returns, old_v
+
+    def update(self, roll: Rollout, returns: Tensor, old_values: Tensor, cfg: Config) -> dict[str, float]:
+        """``algo.ppo_epochs`` passes over ``algo.minibatches`` minibatches of the clipped value loss."""
+        a, N = cfg.algo, returns.shape[0]
+        mask = roll.completion_mask.to(self.device)
+        losses: list[float] = []
+        self.train()
+        for _ in range(a.ppo_epochs):
+            for mb in torch.arange(N).split(N // a.minibatches):
+                self.opt.zero_grad(set_to_none=True)
+                v = self(roll.prompt_ids[mb], roll.prompt_mask[mb], roll.completion_ids[mb], roll.completion_mask[mb])
+                loss = value_loss(v, old_values[mb], returns[mb], mask[mb], a.value_clip)
+                loss.backward()
+                gn = nn.utils.clip_grad_norm_(self.parameters(), cfg.optim.grad_clip or float("inf"))
+                if torch.isfinite(loss) and torch.isfinite(gn):
+                    self.opt.step()
+                losses.append(float(loss.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        return {"critic/value_loss": sum(losses) / len(losses),
+                "critic/explained_variance": explained_variance(old_values, returns, mask)}
+
+    def checkpoint_state(self) -> dict:
+        return {"model": self.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
