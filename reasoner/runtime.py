@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from reasoner import distributed, lora
-from reasoner.config import Config
+from reasoner.config import Config, ConfigError
 from reasoner.types import Problem
 
 
@@ -81,7 +81,7 @@ def make_critic(policy, cfg: Config):
     if cfg.algo.advantage != "gae":
         return None
     if distributed.env_info().world > 1:
-        raise ValueError("algo.advantage=gae runs in one process only (the critic is not wrapped for DDP/FSDP)")
+        raise ConfigError("algo.advantage=gae runs in one process only (the critic is not wrapped for DDP/FSDP)")
     from reasoner.critic import Critic
 
     return Critic(policy, cfg)

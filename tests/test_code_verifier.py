@@ -1,6 +1,5 @@
 """verifiers.code: formats, extraction, verdicts, and the real HumanEval / MBPP references."""
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -113,14 +113,22 @@ def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, ke
     args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
     ids, mask = torch.cat(args[::2], 1), torch.cat(args[1::2], 1)
     m = roll.completion_mask
-    grads = []
-    for fn in (lambda: lp.completion_logp(model, *args, 0.8, with_entropy=True),
-               lambda: lp._full_forward(model, ids, mask, roll.completion_ids, m, 0.8, True)):
-        logp, ent = fn()
-        (logp * m).sum().backward()
-        grads.append((logp.detach(), ent, [p.grad.clone() for p in model.parameters()]))
-        model.zero_grad(set_to_none=True)
-    (a, ea, ga), (b, eb, gb) = grads
+    ours = _logp_and_grads(model, lambda: lp.completion_logp(model, *args, 0.8, with_entropy=True), m)
+    plain = _logp_and_grads(model, lambda: lp._full_forward(model, ids, mask, roll.completion_ids, m, 0.8, True), m)
+    _assert_same_logp_and_grads(ours, plain)
+
+
+def _logp_and_grads(model, fn, mask):
+    """(logp, entropy, parameter gradients of sum(logp * mask)) of one log-prob computation."""
+    logp, ent = fn()
+    (logp * mask).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return logp.detach(), ent, grads
+
+
+def _assert_same_logp_and_grads(one, other):
+    (a, ea, ga), (b, eb, gb) = one, other
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
     for x, y in zip(ga, gb):
@@ -165,15 +173,9 @@ def test_bucketed_logp_equals_one_batch(model_tok, monkeypatch):
                     lambda m, **kw: [torch.arange(m.shape[0])]):
         monkeypatch.setattr(lp, "length_buckets", buckets)
         assert len(buckets(roll.completion_mask)) == (4 if not out else 1)
-        logp, ent = lp.completion_logp(model, *args, 1.0, with_entropy=True)
-        (logp * roll.completion_mask).sum().backward()
-        out.append((logp.detach(), ent, [p.grad.clone() for p in model.parameters()]))
-        model.zero_grad(set_to_none=True)
-    (a, ea, ga), (b, eb, gb) = out
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
-    for x, y in zip(ga, gb):
-        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+        out.append(_logp_and_grads(model, lambda: lp.completion_logp(model, *args, 1.0, with_entropy=True),
+                                   roll.completion_mask))
+    _assert_same_logp_and_grads(*out)
 
 
 def test_inverse_cdf_by_hand():

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .named import DATASETS, NamedSet, attach_few_shot, load_named
+from .named import DATASETS, NamedSet, load_named
 from .render import render, render_all, to_messages
 from .sources import (DataError, Problems, Schema, build_problems, detect_schema, gsm8k_answer, is_data_file,
                       last_boxed, read_file, read_hub)

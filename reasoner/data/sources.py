@@ -17,7 +17,6 @@ import csv
 import gzip
 import io
 import json
-import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path

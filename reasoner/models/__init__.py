@@ -109,7 +109,7 @@ def load_model(cfg: ModelConfig, device: str = "cpu", kinds: str = "add,sub"):
 
 def _load_error(name: str, src: Source, err: Exception) -> str:
     tried = ("the names 'tiny' and 'smollm2', a .gguf file path, a local directory, and finally "
-             f"a hub id (offline, or no such repo)") if src.kind == "hub" else f"the {src.kind} model at {src.path}"
+             "a hub id (offline, or no such repo)") if src.kind == "hub" else f"the {src.kind} model at {src.path}"
     return f"could not load model {name!r}: tried {tried}: {type(err).__name__}: {err}"
 
 

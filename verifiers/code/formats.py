@@ -6,7 +6,6 @@ Expected values never leave the parent.
 """
 from __future__ import annotations
 
-import ast
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
