@@ -2,7 +2,9 @@
 
 Rows that share a prompt (the G samples of a group) share its forward pass: the backbone
 encodes each distinct prompt once, its KV cache is gathered to the rows (differentiably, so
-gradients flow back through it), and the completions run on top. The LM head then runs only on the positions
+gradients flow back through it), and the completions run on top: padding-free through
+``models.fast`` for Llama-family models, else through the transformers backbone (then rows
+of similar length may be bucketed to trim padding). The LM head then runs only on the positions
 that predict a real completion token (no prompt, no padding), in row chunks of at most
 ``HEAD_CHUNK`` logits each, through one autograd node (``_HeadLogp``) whose backward forms
 d logp / d logits = onehot - softmax directly from the forward's softmax (kept up to
@@ -18,7 +20,8 @@ import weakref
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from reasoner.sampler.transformers import _positions
+from reasoner.models import fast
+from reasoner.models.fast import positions, split_head
 
 HEAD_CHUNK = 1 << 22  # logits per LM-head chunk (16 MiB in fp32)
 HEAD_KEEP = 1 << 27  # softmax kept for the backward up to this many logits (512 MiB in fp32)
@@ -26,7 +29,6 @@ HEAD_KEEP = 1 << 27  # softmax kept for the backward up to this many logits (512
 # measured on the 4-layer tiny model, 2 CPU threads, an extra bucket costs ~4 ms forward, ~10 ms
 # with backward (~2^28 param-tokens of arithmetic), so bucketing pays only when it cuts more than that.
 CALL_WORK_PER_LAYER = 1 << 26
-_HEAD_ATTRS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
 def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
@@ -40,7 +42,7 @@ def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, 
     Logits are divided by the sampling temperature, matching the sampler's log-probs.
     Positions outside completion_mask get log-prob 0 and entropy 0.
     """
-    order = length_buckets(completion_mask, call_tokens=_call_tokens(model))
+    order = [] if _packed(model) else length_buckets(completion_mask, call_tokens=_call_tokens(model))
     if len(order) > 1:  # rows of similar length together, each bucket trimmed to its longest row
         T = completion_ids.shape[1]
         outs = [_bucket(model, prompt_ids[i], prompt_mask[i], completion_ids[i], completion_mask[i], temperature,
@@ -71,6 +73,12 @@ def length_buckets(completion_mask: torch.Tensor, max_buckets: int = 4, min_savi
     saved = N * T - padded
     pays = saved >= min_saving * N * T and saved >= max(min_tokens, call_tokens * (k - 1))
     return groups if pays else everyone
+
+
+def _packed(model) -> bool:
+    """The padding-free path applies (no padding to trim by bucketing)."""
+    parts = split_head(model)
+    return parts is not None and fast.supports(parts[0])
 
 
 def _call_tokens(model) -> int:
@@ -104,10 +112,12 @@ def _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, 
         return _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy,
                              entropy_grad)
     backbone, head = parts
-    if _can_share(backbone, prompt_ids, prompt_mask):
+    if fast.supports(backbone):
+        hidden = fast.completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    elif _can_share(backbone, prompt_ids, prompt_mask):
         hidden = shared_prefix_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
     else:
-        hidden = backbone(input_ids=ids, attention_mask=mask.long(), position_ids=_positions(mask),
+        hidden = backbone(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask),
                           use_cache=False).last_hidden_state[:, -T - 1:-1]  # [N, T, H]: position t predicts token t
     sel = completion_mask.bool()
     logp_flat, ent_flat = head_logp(head, hidden[sel], completion_ids[sel], temperature, with_entropy, entropy_grad)
@@ -121,7 +131,7 @@ def shared_prefix_hidden(backbone, prompt_ids, prompt_mask, completion_ids, comp
     uniq, inv = torch.unique(key, dim=0, return_inverse=True)  # inv[i]: row i's distinct prompt
     P = prompt_ids.shape[1]
     u_ids, u_mask = uniq[:, :P], uniq[:, P:]
-    out = backbone(input_ids=u_ids, attention_mask=u_mask, position_ids=_positions(u_mask), use_cache=True)
+    out = backbone(input_ids=u_ids, attention_mask=u_mask, position_ids=positions(u_mask), use_cache=True)
     first = out.last_hidden_state[:, -1][inv]  # left padding: the last prompt position predicts token 0
     T = completion_ids.shape[1]
     if T == 1:
@@ -142,23 +152,6 @@ def _can_share(backbone, prompt_ids, prompt_mask) -> bool:
     if prompt_ids.shape[0] < 2 or not prompt_mask.any(-1).all():
         return False
     return torch.unique(prompt_ids, dim=0).shape[0] < prompt_ids.shape[0]
-
-
-def split_head(model):
-    """(backbone, lm_head) of a causal LM whose logits are exactly lm_head(hidden); else None."""
-    get_head = getattr(model, "get_output_embeddings", None)
-    head = get_head() if get_head else None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: layers are patched in place
-    backbone = getattr(base, getattr(base, "base_model_prefix", "model") or "model", None)
-    cfg = getattr(base, "config", None)
-    if type(model).__name__.startswith("FSDP"):  # FSDP2 hooks live on the root module's forward
-        return None
-    if not isinstance(head, torch.nn.Linear) or backbone is None or backbone is base or cfg is None:
-        return None
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    if any(getattr(text_cfg, a, None) not in (None, 1.0) for a in _HEAD_ATTRS):
-        return None
-    return backbone, head
 
 
 def head_logp(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -293,7 +286,7 @@ def _scatter(values: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
 def _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy, entropy_grad=False):
     """The plain path: the model's own logits on the last T+1 positions."""
     T = completion_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=mask.long(), position_ids=_positions(mask), use_cache=False,
+    out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=False,
                 logits_to_keep=T + 1)
     logits = out.logits[:, -T - 1:-1].float()  # [N, T, V]: position t predicts completion token t
     if temperature > 0 and temperature != 1.0:

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from reasoner import distributed, lora
+from reasoner import distributed, lora, threads
 from reasoner.config import Config, ConfigError
 from reasoner.types import Problem
 
@@ -37,13 +37,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-SMALL_MODEL_PARAMS = 5_000_000
-
-
 def prepare_policy(model, cfg: Config):
     """Threads, gradient checkpointing and LoRA adapters as configured; returns the policy to train."""
-    if cfg.run.threads == 0 and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
-        torch.set_num_threads(1)  # tiny matmuls: one thread is as fast idle, and far faster on a busy CPU
+    threads.configure(model, cfg.run.threads)
     if cfg.model.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 import verifiers
-from reasoner import checkpoint, data, distributed, dynamic, runtime
+from reasoner import checkpoint, data, distributed, dynamic, runtime, threads
 from reasoner.advantages import ADVANTAGES, frac_zero_std_groups
 from reasoner.config import Config, save_config
 from reasoner.data.overlap import warn_overlap
@@ -180,7 +180,7 @@ def evaluate(sampler, problems, prompts, cfg: Config, step: int) -> dict[str, fl
 def _logp(model, roll, cfg: Config, device) -> torch.Tensor:
     from reasoner.logprobs import completion_logp
 
-    with torch.no_grad(), autocast_ctx(cfg, device):
+    with torch.no_grad(), autocast_ctx(cfg, device), threads.for_rows(model, int(roll.completion_mask.sum())):
         return completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
                                cfg.sampling.temperature)[0].float()
 

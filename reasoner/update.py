@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reasoner import distributed
+from reasoner import distributed, threads
 from reasoner.config import Config
 from reasoner.logprobs import completion_logp
 from reasoner.losses import policy_loss
@@ -80,7 +80,7 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
             micros = mb.split(math.ceil(len(mb) / accum))
             for i, micro in enumerate(micros):
                 pids, pmask, cids, cmask, adv, old, ref, w = _rows(batch, micro)
-                with distributed.no_sync(model, last=i == len(micros) - 1):
+                with distributed.no_sync(model, last=i == len(micros) - 1), threads.for_rows(model, int(cmask.sum())):
                     with autocast_ctx(cfg, device):
                         logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
                                                     with_entropy=True, entropy_grad=a.entropy_coef > 0)

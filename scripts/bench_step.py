@@ -7,7 +7,10 @@
 Each trainer runs in its own subprocess (so peak RSS is its own) on the same prompts (the
 synthetic train problems in ``reasoner.runtime.ProblemStream`` order), the same math verifier,
 lr 1e-4, beta 0.04 (k3 KL in the loss), one PPO epoch, fp32, ``--threads`` torch threads for both
-(reasoner gets ``run.threads`` explicitly, so its small-model 1-thread default does not apply).
+(reasoner gets ``run.threads`` explicitly, so its small-model 1-thread default does not apply; it
+still runs each forward/backward whose biggest matmul is small on one of them, ``reasoner/threads.py``).
+OpenMP's wait policy is each trainer's own unless ``--omp-wait-policy`` forces one on both: TRL's
+(libgomp's spin-then-sleep) is its fastest on an idle machine, reasoner's PASSIVE survives busy cores.
 
 * reasoner: the real ``reasoner.trainer.train`` (run.steps = warmup + steps); the time split is
   its ``time/*`` columns and the step wall time is the gap between consecutive metric rows.
@@ -293,9 +296,17 @@ def spawn(kind: str, case: str, steps: int, threads: int, overrides: list[str], 
         return json.loads(Path(f.name).read_text())
 
 
-def print_table(case: str, rows: dict[str, dict]) -> None:
+def wait_policy_of(kind: str, forced: str) -> str:
+    inherited = forced or os.environ.get("OMP_WAIT_POLICY", "")
+    if inherited:
+        return inherited
+    return "PASSIVE (set by reasoner)" if kind == "reasoner" else "unset (libgomp default)"
+
+
+def print_table(case: str, rows: dict[str, dict], forced_policy: str) -> None:
     print(f"\n== {case}: model {CASES[case][0]}, {CASES[case][1]} prompts x {CASES[case][2]} samples, "
-          f"max {CASES[case][3]} new tokens")
+          f"max {CASES[case][3]} new tokens; OMP_WAIT_POLICY: "
+          + ", ".join(f"{k} {wait_policy_of(k, forced_policy)}" for k in rows))
     head = f"{'trainer':10s} {'s/step':>8s} " + " ".join(f"{p:>9s}" for p in PHASES) + \
         f" {'tok/s':>8s} {'RSS MB':>8s} {'GFLOP':>7s} {'MFU':>7s} {'reward':>6s}"
     print(head)
@@ -317,9 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--trainers", default="reasoner,trl")
     p.add_argument("--rounds", type=int, default=1, help="alternate the trainers this many times; medians pool all")
-    p.add_argument("--omp-wait-policy", default="PASSIVE",
-                   help="OMP_WAIT_POLICY for both workers ('' = inherit): on busy shared cores libgomp's default "
-                        "spin-waiting makes 2-thread torch 10-100x slower")
+    p.add_argument("--omp-wait-policy", default="",
+                   help="OMP_WAIT_POLICY forced on both workers; '' (default): each trainer as it comes, reasoner "
+                        "with the PASSIVE it sets on import, TRL with libgomp's default (spin, then sleep), which is "
+                        "TRL's faster setting on an idle machine and 10-100x slower on busy shared cores")
     p.add_argument("--set", action="append", default=[], help="extra reasoner config override key=value")
     p.add_argument("--worker", choices=("reasoner", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
@@ -344,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[kind].append(spawn(kind, case, a.steps, a.threads, a.set if kind == "reasoner" else [],
                                         a.omp_wait_policy))
         rows = {kind: summarize(pool(rs, a.warmup), CASES[case][1], CASES[case][2], peak) for kind, rs in runs.items()}
-        print_table(case, rows)
+        print_table(case, rows, a.omp_wait_policy)
     return 0
 
 

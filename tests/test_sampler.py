@@ -102,11 +102,15 @@ def test_rollout_tensors_work_with_autograd(model_tok):
     model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("chunk, keep", [(1 << 22, 1 << 27), (300, 1 << 27), (300, 0)])
-def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, keep):
+@pytest.mark.parametrize("chunk, keep, lean", [(1 << 22, 1 << 27, True), (300, 1 << 27, True), (300, 0, True),
+                                              (300, 1 << 27, False)])
+def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, keep, lean):
+    """Both backbones (models.fast's packed one, transformers' shared-prefix one) against the model's logits."""
     import reasoner.logprobs as lp
 
     model, tok = model_tok
+    if not lean:
+        monkeypatch.setattr(lp.fast, "supports", lambda backbone: False)
     monkeypatch.setattr(lp, "HEAD_CHUNK", chunk)  # vocab 97: 300 logits = 3 rows per chunk
     monkeypatch.setattr(lp, "HEAD_KEEP", keep)  # 0: every chunk's softmax recomputed in the backward
     roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=2, max_new_tokens=6, seed=5))
@@ -166,6 +170,7 @@ def test_bucketed_logp_equals_one_batch(model_tok, monkeypatch):
     import reasoner.logprobs as lp
 
     model, tok = model_tok
+    monkeypatch.setattr(lp.fast, "supports", lambda backbone: False)  # buckets serve the padded (transformers) path
     roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=8, max_new_tokens=12, seed=2))
     args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
     out, real = [], lp.length_buckets
@@ -196,3 +201,17 @@ def test_sampled_token_frequencies_match_softmax():
     freq = torch.bincount(tok, minlength=4).float() / len(tok)
     torch.testing.assert_close(freq, p, atol=0.015, rtol=0)  # ~4 standard errors at n = 20000
     torch.testing.assert_close(logp, p.log()[tok])
+
+
+def test_finished_rows_leave_at_half_or_when_their_work_is_big():
+    from reasoner import threads
+
+    s = object.__new__(TransformersSampler)  # only the compaction rule: no model run
+    s.compact, s.model = None, torch.nn.Linear(128, 384)  # 49,152 multiply-adds per row
+    assert not s._compact_now(40, 64)  # 24 finished rows x 49,152 = 1.2M < MIN_MACS: they ride along
+    assert s._compact_now(32, 64)  # half the batch has ended
+    assert not s._compact_now(0, 64) and not s._compact_now(64, 64)  # nothing left / nothing ended
+    s.model = torch.nn.Linear(576, 49152)  # 28.3M multiply-adds per row: one finished row is worth a gather
+    assert 28_311_552 >= threads.MIN_MACS and s._compact_now(63, 64)
+    s.compact = 0.0  # an explicit share overrides the rule: never
+    assert not s._compact_now(1, 64)

@@ -7,6 +7,7 @@ knows exact numbers and strings (fast, bounded); in a worker process it also cal
 """
 from __future__ import annotations
 
+import functools
 import re
 from itertools import permutations
 from typing import Callable, NamedTuple, Optional
@@ -236,6 +237,7 @@ def compare_nodes(p: Node, g: Node, f: LeafFn, pct: tuple[bool, bool] = (False, 
     return False
 
 
+@functools.lru_cache(maxsize=8192)  # pure; a group's G answers often repeat, and its gold always does
 def compare(pred: Norm, gold: Norm, f: LeafFn = fast_leaf) -> Tri:
     if not pred.text:
         return False

@@ -5,6 +5,7 @@ characters, so it runs in-process on the trainer's hot path.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -93,6 +94,7 @@ def strip_equation_prefix(s: str) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=8192)  # a pure function of a string; gold answers repeat G times per group
 def normalize(s: str) -> Norm:
     """Canonical form of one answer. Raises nothing; bounded by the input length."""
     s = s[:MAX_ANSWER]

@@ -1,0 +1,63 @@
+"""CPU intra-op threads sized to the work of each forward/backward call.
+
+Splitting a matmul over a second thread wakes that thread (tens of microseconds with
+``OMP_WAIT_POLICY=PASSIVE``, which reasoner sets so that busy cores do not collapse) and
+only pays when the matmul is big. Measured on 2 cores (fp32 ``torch.mm``, ``[rows, k] x
+[k, n]``): at 6.3M multiply-adds two threads take 1.39x the time of one, at 12.6M 0.91x,
+from 50M on 0.5x; a whole pass crosses over later (its elementwise ops and the backward's
+thin matmuls gain less), so the bar is 2^24: the tiny model's training pass (about 130
+rows, 6.4M) ran 22.6 ms on one thread against 39.7 ms on two, with 448 rows (22M) 44.4
+against 31.6 ms. A call whose biggest matmul, rows x (largest weight), is under
+``MIN_MACS`` runs on one thread, everything else on the threads the run was given
+(``run.threads``, or torch's default). GPU models are left alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+
+import torch
+
+MIN_MACS = 1 << 24  # multiply-adds of a call's biggest matmul below which one thread is faster
+SMALL_MODEL_PARAMS = 5_000_000  # run.threads=0 (auto): models under this many parameters run on one thread
+
+_WIDTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def configure(model, threads: int) -> None:
+    """run.threads=0 (auto): one thread for a small model (all its calls are small, and other work too)."""
+    if threads == 0 and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)
+
+
+def for_rows(model, rows: int):
+    """A context running ``model``'s calls on one thread when they are small.
+
+    rows: token rows of the calls' biggest matmuls (a decode step's batch rows; a log-prob
+    pass's completion tokens: it runs padding-free). Forward and backward both belong inside."""
+    width = matmul_width(model)
+    if width is None or torch.get_num_threads() == 1 or rows * width >= MIN_MACS:
+        return contextlib.nullcontext()
+    return _threads(1)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def matmul_width(model) -> int | None:
+    """in x out of the model's largest linear layer (None: not a CPU module)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    if model not in _WIDTH:
+        params = next(model.parameters(), None)
+        linears = [m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        on_cpu = params is not None and params.device.type == "cpu"
+        _WIDTH[model] = max(linears) if on_cpu and linears else None
+    return _WIDTH[model]

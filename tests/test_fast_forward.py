@@ -1,0 +1,138 @@
+"""models.fast: the lean Llama/Qwen2 forward equals the transformers one (values and gradients)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reasoner import threads
+from reasoner.logprobs import shared_prefix_hidden
+from reasoner.models import fast
+from reasoner.sampler import SamplingParams
+from reasoner.sampler.transformers import TransformersSampler
+
+
+def _model(kind: str):
+    """A random 2-layer model with grouped-query attention (4 heads, 2 kv heads), fp32."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    cls, cfg = {"qwen2": (Qwen2ForCausalLM, Qwen2Config), "llama": (LlamaForCausalLM, LlamaConfig)}[kind]
+    torch.manual_seed(0)
+    config = cfg(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=64, rope_theta=10000.0)
+    return cls(config).float()
+
+
+def _batch(N=12, G=3, P=5, T=7, seed=1):
+    """N rows (N/G distinct left-padded prompts, G rows each) and ragged completions (prefix masks)."""
+    g = torch.Generator().manual_seed(seed)
+    pids = torch.randint(3, 50, (N // G, P), generator=g).repeat_interleave(G, 0)
+    pmask = torch.ones(N, P, dtype=torch.bool)
+    pmask[:G, :2] = False  # the first prompt is 2 tokens shorter
+    cids = torch.randint(3, 50, (N, T), generator=g)
+    lengths = torch.randint(1, T + 1, (N,), generator=g)
+    lengths[0] = T
+    cmask = torch.arange(T)[None] < lengths[:, None]
+    return pids, pmask, cids, cmask
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_supported_models(kind):
+    model = _model(kind)
+    assert fast.supports(model.model)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    assert not fast.supports(model.model)  # checkpointing lives in transformers' layer calls
+
+
+def test_unsupported_configurations_keep_the_transformers_forward():
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2Model
+
+    assert not fast.supports(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)).transformer)
+    sliding = Qwen2Model(Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+                                     sliding_window=4, max_window_layers=0))
+    assert not fast.supports(sliding)
+    hooked = _model("qwen2").model
+    hooked.layers[0].register_forward_pre_hook(lambda m, a: None)  # e.g. FSDP's all-gather hooks
+    assert not fast.supports(hooked)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_prompt_pass_and_cached_steps_equal_one_transformers_forward(kind):
+    """Prompt pass, then two single-token steps through the cache == one full forward at real positions."""
+    backbone = _model(kind).model.eval()
+    pids, pmask, cids, _ = _batch()
+    ids, mask = torch.cat([pids, cids[:, :2]], 1), torch.cat([pmask, torch.ones(len(pids), 2, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        want = backbone(input_ids=ids, attention_mask=mask.long(), position_ids=fast.positions(mask)).last_hidden_state
+        h, cache = fast.forward_hidden(backbone, pids, pmask, fast.positions(pmask))
+        cache.reserve(2)  # the decode loop's in-place buffers
+        steps = [h]
+        for t in range(2):
+            pos = pmask.sum(-1, keepdim=True) + t
+            h, cache = fast.forward_hidden(backbone, cids[:, t:t + 1], torch.ones(len(pids), 1, dtype=torch.bool),
+                                           pos, cache)
+            steps.append(h)
+    got = torch.cat(steps, 1)
+    torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
+    assert cache.length == ids.shape[1] and cache.keys[0].shape[2] == ids.shape[1]
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_packed_completions_equal_the_padded_transformers_pass_with_gradients(kind):
+    model = _model(kind)
+    backbone = model.model
+    pids, pmask, cids, cmask = _batch()
+
+    def run(fn):
+        h = fn(backbone, pids, pmask, cids, cmask)[cmask]  # [M, H]: the states that predict real tokens
+        (h * torch.linspace(-1, 1, h.shape[-1])).sum().backward()
+        grads = [p.grad.clone() for p in backbone.parameters()]
+        model.zero_grad(set_to_none=True)
+        return h.detach(), grads
+
+    (a, ga), (b, gb) = run(fast.completion_hidden), run(shared_prefix_hidden)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+    # one-token completions: only the prompt pass runs (nothing to pack)
+    with torch.no_grad():
+        one = fast.completion_hidden(backbone, pids, pmask, cids[:, :1], cmask[:, :1])
+        torch.testing.assert_close(one, shared_prefix_hidden(backbone, pids, pmask, cids[:, :1], cmask[:, :1]),
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampler_draws_the_same_tokens_with_either_forward(monkeypatch, temperature):
+    from reasoner.models import prepare_tokenizer, set_generation_ids
+    from reasoner.models.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    prepare_tokenizer(tok)
+    model = _model("qwen2")
+    model.resize_token_embeddings(len(tok))
+    set_generation_ids(model, tok)
+    prompts, params = ["12+7=", "3-1=", "45+45="], SamplingParams(n=3, temperature=temperature, max_new_tokens=6,
+                                                                  seed=4)
+    lean = TransformersSampler(model.eval(), tok).generate(prompts, params)
+    monkeypatch.setattr(fast, "supports", lambda backbone: False)
+    plain = TransformersSampler(model, tok).generate(prompts, params)
+    assert torch.equal(lean.completion_ids, plain.completion_ids) and lean.texts == plain.texts
+    torch.testing.assert_close(lean.logp, plain.logp, atol=1e-5, rtol=0)
+
+
+def test_threads_drop_to_one_for_small_calls_only():
+    small = torch.nn.Linear(128, 384)  # 49,152 multiply-adds per row
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows_at_limit = -(-threads.MIN_MACS // (128 * 384))  # the first row count at or over MIN_MACS
+        with threads.for_rows(small, rows_at_limit - 1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # restored
+        with threads.for_rows(small, rows_at_limit):
+            assert torch.get_num_threads() == 2
+        with threads.for_rows(object(), 1):  # not a module (e.g. an engine): left alone
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
