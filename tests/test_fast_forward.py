@@ -136,3 +136,46 @@ def test_threads_drop_to_one_for_small_calls_only():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _logp_and_grads(model, batch, lean: bool, monkeypatch):
+    from reasoner.logprobs import completion_logp
+
+    with monkeypatch.context() as m:
+        if not lean:
+            m.setattr(fast, "supports", lambda backbone: False)
+        logp, _ = completion_logp(model, *batch)
+        if logp.requires_grad:  # not when every trainable parameter is switched off (adapters disabled)
+            (logp * torch.linspace(-1, 1, logp.shape[-1])).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return logp.detach(), grads
+
+
+def test_lora_layers_run_inside_the_lean_forward(monkeypatch):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(_model("llama"), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                       init_lora_weights=False))  # random A and B: not a no-op
+    batch = _batch()
+    (a, ga), (b, gb) = (_logp_and_grads(model, batch, lean, monkeypatch) for lean in (True, False))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert ga.keys() == gb.keys() and all("lora_" in n for n in ga) and len(ga) == 8  # 2 layers x 2 targets x A, B
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], atol=1e-5, rtol=1e-4)
+    with model.disable_adapter():  # the reference of a LoRA run: adapters off, same path
+        off, _ = _logp_and_grads(model, batch, True, monkeypatch)
+    base, _ = _logp_and_grads(_model("llama"), batch, False, monkeypatch)  # the same seed: the same base weights
+    assert not torch.allclose(off, a)
+    torch.testing.assert_close(off, base, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_gives_the_transformers_values_to_bf16_precision(monkeypatch):
+    model = _model("qwen2")
+    batch = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (a, _), (b, _) = (_logp_and_grads(model, batch, lean, monkeypatch) for lean in (True, False))
+    mask = batch[3]
+    assert a.dtype == b.dtype and torch.isfinite(a).all()
+    torch.testing.assert_close(a[mask], b[mask], atol=0.05, rtol=0)  # bf16 keeps 8 bits of mantissa
