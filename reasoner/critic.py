@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from reasoner.advantages import gae
 from reasoner.config import Config
+from reasoner.logprobs import hidden_states
+from reasoner.models import fast
 from reasoner.losses import kl_penalized_rewards, value_loss
 from reasoner.types import Rollout
 
@@ -25,12 +27,10 @@ WHITEN_EPS = 1e-8
 
 
 def _backbone(policy: nn.Module) -> nn.Module:
-    """The transformer body of an HF causal LM (``model.model`` for Llama/Qwen2), PEFT unwrapped."""
-    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    body = getattr(base, getattr(base, "base_model_prefix", "model") or "model", None)
-    if not isinstance(body, nn.Module) or body is base:
+    body = fast.backbone_of(policy)
+    if body is None:
         raise ValueError(f"algo.advantage=gae needs an HF causal LM with a backbone attribute; "
-                         f"{type(base).__name__} has none")
+                         f"{type(policy).__name__} has none")
     return body
 
 
@@ -80,14 +80,12 @@ class Critic(nn.Module):
         """Values [N, T]: position t reads the hidden state that predicts completion token t
         (as in ``reasoner.logprobs.completion_logp``); 0 off the completion mask."""
         d = self.device
-        ids = torch.cat([prompt_ids, completion_ids], 1).to(d)
-        mask = torch.cat([prompt_mask, completion_mask], 1).to(d)
-        T = completion_ids.shape[1]
-        pos = (mask.long().cumsum(-1) - 1).clamp_min(0)  # left-padded prompts: 0 at the first real token
+        prompt_ids, prompt_mask = prompt_ids.to(d), prompt_mask.to(d)
+        completion_ids, completion_mask = completion_ids.to(d), completion_mask.to(d)
         with torch.autocast(d.type, dtype=torch.bfloat16, enabled=self.autocast):
-            h = self.backbone(input_ids=ids, attention_mask=mask.long(), position_ids=pos,
-                              use_cache=False).last_hidden_state[:, -T - 1:-1]
-        return self.head(h.float()).squeeze(-1) * completion_mask.to(d)
+            h = hidden_states(self.backbone, fast.supports(self.backbone), prompt_ids, prompt_mask, completion_ids,
+                              completion_mask)
+        return self.head(h.float()).squeeze(-1) * completion_mask
 
     def values(self, roll: Rollout) -> Tensor:
         return self(roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)

@@ -42,16 +42,18 @@ def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, 
     Logits are divided by the sampling temperature, matching the sampler's log-probs.
     Positions outside completion_mask get log-prob 0 and entropy 0.
     """
-    order = [] if _packed(model) else length_buckets(completion_mask, call_tokens=_call_tokens(model))
+    parts = split_head(model)  # (backbone, head), or None: the model's own logits
+    lean = parts is not None and fast.supports(parts[0])  # padding-free: nothing for buckets to trim
+    order = [] if lean else length_buckets(completion_mask, call_tokens=_call_tokens(model))
     if len(order) > 1:  # rows of similar length together, each bucket trimmed to its longest row
         T = completion_ids.shape[1]
-        outs = [_bucket(model, prompt_ids[i], prompt_mask[i], completion_ids[i], completion_mask[i], temperature,
-                        with_entropy, T, entropy_grad) for i in order]
+        outs = [_bucket(model, parts, prompt_ids[i], prompt_mask[i], completion_ids[i], completion_mask[i],
+                        temperature, with_entropy, T, entropy_grad) for i in order]
         back = torch.cat(order).argsort()  # bucket-major rows -> original rows
         logp = torch.cat([o[0] for o in outs])[back]
         return logp, (torch.cat([o[1] for o in outs])[back] if with_entropy else None)
-    return _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, with_entropy,
-                      entropy_grad)
+    return _logp_rows(model, parts, lean, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
+                      with_entropy, entropy_grad)
 
 
 def length_buckets(completion_mask: torch.Tensor, max_buckets: int = 4, min_saving: float = 0.15,
@@ -75,12 +77,6 @@ def length_buckets(completion_mask: torch.Tensor, max_buckets: int = 4, min_savi
     return groups if pays else everyone
 
 
-def _packed(model) -> bool:
-    """The padding-free path applies (no padding to trim by bucketing)."""
-    parts = split_head(model)
-    return parts is not None and fast.supports(parts[0])
-
-
 def _call_tokens(model) -> int:
     """Padded positions whose arithmetic costs as much as one more forward call of ``model``."""
     if not hasattr(model, "parameters"):  # a wrapper such as lora.AdapterOffReference: no size to go by
@@ -95,34 +91,41 @@ def _call_tokens(model) -> int:
 _CALL_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _bucket(model, pids, pmask, cids, cmask, temperature, with_entropy, width, entropy_grad=False):
+def _bucket(model, parts, pids, pmask, cids, cmask, temperature, with_entropy, width, entropy_grad=False):
     t = max(int(cmask.sum(-1).max()), 1)
-    logp, ent = _logp_rows(model, pids, pmask, cids[:, :t], cmask[:, :t], temperature, with_entropy, entropy_grad)
+    logp, ent = _logp_rows(model, parts, False, pids, pmask, cids[:, :t], cmask[:, :t], temperature, with_entropy,
+                           entropy_grad)
     pad = lambda x: torch.nn.functional.pad(x, (0, width - t))  # noqa: E731
     return pad(logp), (pad(ent) if with_entropy else None)
 
 
-def _logp_rows(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, with_entropy,
-               entropy_grad=False):
-    ids = torch.cat([prompt_ids, completion_ids], 1)  # [N, P+T]
-    mask = torch.cat([prompt_mask, completion_mask], 1)
-    T = completion_ids.shape[1]
-    parts = split_head(model)
+def _logp_rows(model, parts, lean: bool, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
+               with_entropy, entropy_grad=False):
+    """completion_logp on one batch of rows; parts = split_head(model), lean = models.fast runs the backbone."""
     if parts is None:
-        return _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy,
-                             entropy_grad)
+        return _full_forward(model, torch.cat([prompt_ids, completion_ids], 1),
+                             torch.cat([prompt_mask, completion_mask], 1), completion_ids, completion_mask, temperature,
+                             with_entropy, entropy_grad)
     backbone, head = parts
-    if fast.supports(backbone):
-        hidden = fast.completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
-    elif _can_share(backbone, prompt_ids, prompt_mask):
-        hidden = shared_prefix_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
-    else:
-        hidden = backbone(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask),
-                          use_cache=False).last_hidden_state[:, -T - 1:-1]  # [N, T, H]: position t predicts token t
+    hidden = hidden_states(backbone, lean, prompt_ids, prompt_mask, completion_ids, completion_mask)
     sel = completion_mask.bool()
     logp_flat, ent_flat = head_logp(head, hidden[sel], completion_ids[sel], temperature, with_entropy, entropy_grad)
     logp = _scatter(logp_flat, sel)
     return logp, (_scatter(ent_flat, sel) if with_entropy else None)
+
+
+def hidden_states(backbone, lean: bool, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    """Hidden states [N, T, H]: position t is the state that predicts completion token t.
+
+    lean (``fast.supports(backbone)``): models.fast, padding-free; else the transformers
+    backbone, each distinct prompt once when some repeat."""
+    if lean:
+        return fast.completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    if _can_share(backbone, prompt_ids, prompt_mask):
+        return shared_prefix_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    mask = torch.cat([prompt_mask, completion_mask], 1)  # [N, P+T]
+    return backbone(input_ids=torch.cat([prompt_ids, completion_ids], 1), attention_mask=mask.long(),
+                    position_ids=positions(mask), use_cache=False).last_hidden_state[:, -completion_ids.shape[1] - 1:-1]
 
 
 def shared_prefix_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:

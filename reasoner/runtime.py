@@ -13,11 +13,9 @@ from reasoner.types import Problem
 
 
 def setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo]:
-    """Step 1, before any model is loaded: config checks, threads, seeds, device, process group."""
+    """Step 1, before any model is loaded: config checks, seeds, device, process group."""
     lora.check_config(cfg.model, cfg.sampling.backend)
     distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights and adapters
     device = distributed.local_device(pick_device(cfg.run.device))
     return device, distributed.init(device)

@@ -25,8 +25,11 @@ _WIDTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def configure(model, threads: int) -> None:
-    """run.threads=0 (auto): one thread for a small model (all its calls are small, and other work too)."""
-    if threads == 0 and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+    """The run's thread count: run.threads when set; 0 (auto): one for a small model (all its calls
+    are small, and so is the rest of its work), else torch's default."""
+    if threads:
+        torch.set_num_threads(threads)
+    elif sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
         torch.set_num_threads(1)
 
 
@@ -38,11 +41,12 @@ def for_rows(model, rows: int):
     width = matmul_width(model)
     if width is None or torch.get_num_threads() == 1 or rows * width >= MIN_MACS:
         return contextlib.nullcontext()
-    return _threads(1)
+    return using(1)
 
 
 @contextlib.contextmanager
-def _threads(n: int):
+def using(n: int):
+    """torch's intra-op thread count set to n inside the block, restored after."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

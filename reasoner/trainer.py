@@ -14,6 +14,7 @@ from reasoner import checkpoint, data, distributed, dynamic, runtime, threads
 from reasoner.advantages import ADVANTAGES, frac_zero_std_groups
 from reasoner.config import Config, save_config
 from reasoner.data.overlap import warn_overlap
+from reasoner.logprobs import completion_logp
 from reasoner.losses import KL_ESTIMATORS
 from reasoner.metrics import log_samples
 from reasoner.models import load_model
@@ -24,7 +25,7 @@ from reasoner.update import UpdateBatch, autocast_ctx, ppo_update
 def train(cfg: Config) -> dict:
     """Train a policy with RL from verifiable rewards; return the run summary.
 
-    1. Prepare the run directory (config.yaml), seeds, threads and device.
+    1. Prepare the run directory (config.yaml), seeds and device (threads in step 3, by model size).
     2. Load the problems (train and held-out) and render their prompts.
     3. Load the policy, the reference (only when beta > 0), the critic (only for algo.advantage=gae,
        reasoner.critic; checkpointed with the trainer state), the sampler and the optimizer.
@@ -52,7 +53,7 @@ def train(cfg: Config) -> dict:
 
     # 3. models
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
-    model = runtime.prepare_policy(model, cfg)  # gradient checkpointing, LoRA
+    model = runtime.prepare_policy(model, cfg)  # threads, gradient checkpointing, LoRA
     ref = runtime.make_reference(model, cfg)  # before wrapping: FSDP2 shards in place
     critic = runtime.make_critic(model, cfg)  # None unless algo.advantage=gae
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
@@ -178,8 +179,6 @@ def evaluate(sampler, problems, prompts, cfg: Config, step: int) -> dict[str, fl
 
 
 def _logp(model, roll, cfg: Config, device) -> torch.Tensor:
-    from reasoner.logprobs import completion_logp
-
     with torch.no_grad(), autocast_ctx(cfg, device), threads.for_rows(model, int(roll.completion_mask.sum())):
         return completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
                                cfg.sampling.temperature)[0].float()

@@ -63,21 +63,34 @@ class KVCache:
         self.mask = self.mask[index]
 
 
+def backbone_of(model):
+    """The transformer body of an HF causal LM (``model.model`` for Llama/Qwen2), PEFT unwrapped; else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: layers are patched in place
+    body = getattr(base, getattr(base, "base_model_prefix", "model") or "model", None)
+    return body if isinstance(body, torch.nn.Module) and body is not base else None
+
+
 def split_head(model):
     """(backbone, lm_head) of a causal LM whose logits are exactly lm_head(hidden); else None."""
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if get_head else None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: layers are patched in place
-    backbone = getattr(base, getattr(base, "base_model_prefix", "model") or "model", None)
+    backbone = backbone_of(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = getattr(base, "config", None)
     if type(model).__name__.startswith("FSDP"):  # FSDP2 hooks live on the root module's forward
         return None
-    if not isinstance(head, torch.nn.Linear) or backbone is None or backbone is base or cfg is None:
+    if not isinstance(head, torch.nn.Linear) or backbone is None or cfg is None:
         return None
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     if any(getattr(text_cfg, a, None) not in (None, 1.0) for a in _HEAD_ATTRS):
         return None
     return backbone, head
+
+
+def lean_parts(model):
+    """(backbone, lm_head) when ``model``'s logits are lm_head(backbone) and this module can run the backbone."""
+    parts = split_head(model)
+    return parts if parts is not None and supports(parts[0]) else None
 
 
 def supports(backbone) -> bool:

@@ -13,7 +13,7 @@ from transformers.cache_utils import DynamicLayer
 
 from reasoner import threads
 from reasoner.models import fast
-from reasoner.models.fast import positions, split_head
+from reasoner.models.fast import positions
 from reasoner.sampler import SamplingParams
 from reasoner.types import Rollout, cat_rollouts
 
@@ -91,7 +91,6 @@ class TransformersSampler:
         self.prompt_batch = prompt_batch  # prompts per forward batch (N = prompt_batch * n rows)
         self.compact, self.lockstep = (0.0, True) if lockstep else (compact, False)
         self.eos_ids = _eos_ids(model, tokenizer)
-        self._lean = None  # (backbone, head) while a generate call decodes with models.fast
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def sync_weights(self, model) -> None:
@@ -119,11 +118,10 @@ class TransformersSampler:
         was_training = self.model.training
         self.model.eval()
         try:
-            parts = split_head(self.model)
-            self._lean = parts if parts is not None and fast.supports(parts[0]) else None  # for this call
+            lean = fast.lean_parts(self.model)
             with threads.for_rows(self.model, len(prompts) * params.n):  # a decode step's rows
-                logits, cache = self._forward(ids, pmask, positions(pmask), None)
-                toks, logps, lengths, done = self._decode(cache, logits, pmask, params, gen)
+                logits, cache = self._forward(lean, ids, pmask, positions(pmask), None)
+                toks, logps, lengths, done = self._decode(lean, cache, logits, pmask, params, gen)
         finally:
             self.model.train(was_training)
         n, steps = params.n, max(int(lengths.max()), 1)
@@ -134,7 +132,7 @@ class TransformersSampler:
                        completion_ids=toks, completion_mask=cmask, logp=logps.masked_fill(~cmask, 0.0),
                        truncated=~done, texts=texts)
 
-    def _decode(self, cache, logits, pmask, params: SamplingParams, gen):
+    def _decode(self, lean, cache, logits, pmask, params: SamplingParams, gen):
         """The token loop over the live rows; returns (tokens, logps, lengths, ended-with-EOS) per row."""
         n, T = params.n, params.max_new_tokens
         if n > 1:
@@ -168,7 +166,7 @@ class TransformersSampler:
                 cache.batch_select_indices(keep)
                 where, tok, mask, pos, live = where[keep], tok[keep], mask[keep], pos[keep], live[keep]
             width += 1
-            logits, cache = self._forward(tok[:, None], mask[:, :width], pos, cache)
+            logits, cache = self._forward(lean, tok[:, None], mask[:, :width], pos, cache)
             pos = pos + 1
         return toks, logps, lengths, done
 
@@ -179,14 +177,14 @@ class TransformersSampler:
             return n_live <= self.compact * rows
         return n_live <= rows // 2 or (rows - n_live) * (threads.matmul_width(self.model) or 0) >= threads.MIN_MACS
 
-    def _forward(self, ids, mask, pos, cache):
+    def _forward(self, lean, ids, mask, pos, cache):
         """(logits [N, V] of the last position, the cache extended by ids [N, q]).
 
-        mask [N, past + q]; pos [N, q]. Llama-family models run models.fast's lean forward
-        with its KVCache; others the transformers forward with a DynamicCache."""
+        mask [N, past + q]; pos [N, q]. With ``lean`` = fast.lean_parts(model) (Llama-family)
+        models.fast's forward and its KVCache; else the transformers forward and a DynamicCache."""
         with self._ctx():
-            if self._lean is not None:
-                backbone, head = self._lean
+            if lean is not None:
+                backbone, head = lean
                 hidden, cache = fast.forward_hidden(backbone, ids, mask[:, -ids.shape[1]:], pos, cache)
                 return head(hidden[:, -1]), cache
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
