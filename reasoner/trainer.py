@@ -10,16 +10,16 @@ import torch
 from tqdm import tqdm
 
 import verifiers
-from reasoner import checkpoint, data, distributed, dynamic, runtime, threads
+from reasoner import checkpoint, data, distributed, dynamic, runtime
 from reasoner.advantages import ADVANTAGES, frac_zero_std_groups
 from reasoner.config import Config, save_config
 from reasoner.data.overlap import warn_overlap
-from reasoner.logprobs import completion_logp
 from reasoner.losses import KL_ESTIMATORS
 from reasoner.metrics import log_samples
+from reasoner.reference import logp_of, make_runner, rollout_inputs
 from reasoner.models import load_model
 from reasoner.sampler import SamplingParams
-from reasoner.update import UpdateBatch, autocast_ctx, ppo_update
+from reasoner.update import UpdateBatch, ppo_update
 
 
 def train(cfg: Config) -> dict:
@@ -32,7 +32,8 @@ def train(cfg: Config) -> dict:
     4. Resume from a checkpoint when asked.
     5. Evaluate the held-out set before training.
     6. Each step: (a) take B problems, (b) sample G completions each, (c) score them,
-       (d) reference log-probs, (e) advantages, (f) PPO update, (g) log; evaluate every
+       (d) reference log-probs (reasoner.reference: here, or in a child process while (f) runs its forward),
+       (e) advantages, (f) PPO update, (g) log; evaluate every
        run.eval_every steps and checkpoint every run.save_every steps.
     7. Evaluate again, save the final model, write summary.json, the CSV and the plot.
     """
@@ -55,6 +56,7 @@ def train(cfg: Config) -> dict:
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
     model = runtime.prepare_policy(model, cfg)  # threads, gradient checkpointing, LoRA
     ref = runtime.make_reference(model, cfg)  # before wrapping: FSDP2 shards in place
+    reference = make_runner(ref, cfg, device)  # here, or a forked child beside the policy (reasoner.reference)
     critic = runtime.make_critic(model, cfg)  # None unless algo.advantage=gae
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
     sampler = runtime.make_sampler(model, tok, cfg, device)
@@ -95,19 +97,19 @@ def train(cfg: Config) -> dict:
                                 seed=cfg.run.seed * 1_000_003 + step + 7_919 * dd.rank)
         sc, shaped = dynamic.collect(stream, step, render, sampler, params, cfg, t)
         prompts, roll, verdicts, scores = sc.prompts, sc.roll, sc.verdicts, sc.scores
-        # (d) reference (and old) log-probs
+        # (d) reference (and old) log-probs; a reference process works while the update's forward runs
         t0 = time.perf_counter()
-        ref_logp = _logp(ref, roll, cfg, device) if ref is not None else None
+        ref_logp = reference.start(roll) if reference is not None else None  # Pending: call for [N, T]
         old_logp, tis = _old_logp(model, roll, cfg, device)
         t["reference"] = time.perf_counter() - t0
         # (e) advantages
         rewards = sc.rewards.clone()  # [N] scores + weighted extra rewards + overlong punishment
         if critic is not None:  # gae: per-token advantages [N, T] from the critic's values
-            adv, returns, old_v = critic.advantages(roll, rewards, ref_logp if cfg.algo.kl_in == "reward" else None,
+            adv, returns, old_v = critic.advantages(roll, rewards, ref_logp() if cfg.algo.kl_in == "reward" else None,
                                                     beta, cfg)
         else:
             if ref_logp is not None and cfg.algo.kl_in == "reward":
-                kl = KL_ESTIMATORS.get(cfg.algo.kl_estimator)(roll.logp, ref_logp) * roll.completion_mask
+                kl = KL_ESTIMATORS.get(cfg.algo.kl_estimator)(roll.logp, ref_logp()) * roll.completion_mask
                 rewards = rewards - beta * kl.sum(-1)
             adv = ADVANTAGES.get(cfg.algo.advantage)(rewards.view(-1, G), cfg.algo).reshape(-1)  # [B, G] -> [N]
         # (f) update
@@ -120,7 +122,8 @@ def train(cfg: Config) -> dict:
         beta = _adapt_beta(beta, upd.get("loss/kl", 0.0), cfg)
         sched.step()
         sampler.sync_weights(model)
-        t["update"] = time.perf_counter() - t0
+        waited = ref_logp.waited if ref_logp is not None else 0.0  # blocked on the reference: its time, not the update's
+        t["update"], t["reference"] = time.perf_counter() - t0 - waited, t["reference"] + waited
         # (g) log
         row = _step_row(step + 1, roll, verdicts, scores.view(-1, G), upd, t, opt, beta)
         row = distributed.reduce_metrics({**row, **shaped})  # shaped: reward/<name>, reward/total, dynamic/*
@@ -140,6 +143,8 @@ def train(cfg: Config) -> dict:
             raise RuntimeError(f"{bad_steps} consecutive non-finite losses or gradients at step {step + 1}; "
                                f"stopped with a checkpoint of the last good state in {out / 'checkpoints'}")
     bar.close()
+    if reference is not None:
+        reference.close()
 
     # 7. final evaluation and outputs
     final = evaluate(sampler, eval_set, eval_prompts, cfg, step=cfg.run.steps)
@@ -178,12 +183,6 @@ def evaluate(sampler, problems, prompts, cfg: Config, step: int) -> dict[str, fl
     return row
 
 
-def _logp(model, roll, cfg: Config, device) -> torch.Tensor:
-    with torch.no_grad(), autocast_ctx(cfg, device), threads.for_rows(model, int(roll.completion_mask.sum())):
-        return completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
-                               cfg.sampling.temperature)[0].float()
-
-
 def _old_logp(model, roll, cfg: Config, device):
     """("old" log-probs [N, T] or None, TIS weights [N, T] or None) before the update.
 
@@ -194,7 +193,7 @@ def _old_logp(model, roll, cfg: Config, device):
     exact = cfg.sampling.backend == "transformers"
     if exact and cfg.algo.ppo_epochs * cfg.algo.minibatches == 1:
         return None, None
-    old = _logp(model, roll, cfg, device)
+    old = logp_of(model, rollout_inputs(roll), cfg, device)
     if exact or cfg.sampling.vllm_tis_cap <= 0:
         return old, None
     from reasoner.sampler.vllm import tis_weights

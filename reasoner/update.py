@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -22,7 +23,9 @@ class UpdateBatch:
     rollout: Rollout
     adv: torch.Tensor  # [N] float, one advantage per completion, or [N, T] per token (gae)
     old_logp: torch.Tensor | None  # [N, T] detached; None = equal to the current (1 epoch, 1 minibatch)
-    ref_logp: torch.Tensor | None  # [N, T] detached; None when beta == 0 or KL is in the reward
+    ref_logp: torch.Tensor | Callable[[], torch.Tensor] | None  # [N, T] detached, or a function giving it
+    # (reasoner.reference.Pending: called after the policy's forward, which a reference process overlaps);
+    # None when beta == 0 or KL is in the reward
     weights: torch.Tensor | None = None  # [N, T] per-token policy-loss weights (TIS correction) or None
 
 
@@ -32,13 +35,16 @@ def autocast_ctx(cfg: Config, device: torch.device):
     return contextlib.nullcontext()
 
 
+def _pick(x: torch.Tensor | None, idx: torch.Tensor, T: int) -> torch.Tensor | None:
+    return None if x is None else x[idx][:, :T]
+
+
 def _rows(batch: UpdateBatch, idx: torch.Tensor):
     r = batch.rollout
     T = int(r.completion_mask[idx].sum(-1).max().clamp_min(1))  # trim right padding of this slice
-    pick = lambda x: None if x is None else x[idx][:, :T]  # noqa: E731
     return (r.prompt_ids[idx], r.prompt_mask[idx], r.completion_ids[idx][:, :T], r.completion_mask[idx][:, :T],
-            batch.adv[idx] if batch.adv.dim() == 1 else pick(batch.adv), pick(batch.old_logp), pick(batch.ref_logp),
-            pick(batch.weights))
+            batch.adv[idx] if batch.adv.dim() == 1 else _pick(batch.adv, idx, T), _pick(batch.old_logp, idx, T),
+            _pick(batch.weights, idx, T))
 
 
 def _loss_mask(batch: UpdateBatch, idx: torch.Tensor, cmask: torch.Tensor, cfg: Config) -> torch.Tensor:
@@ -79,11 +85,13 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
             finite = True
             micros = mb.split(math.ceil(len(mb) / accum))
             for i, micro in enumerate(micros):
-                pids, pmask, cids, cmask, adv, old, ref, w = _rows(batch, micro)
+                pids, pmask, cids, cmask, adv, old, w = _rows(batch, micro)
                 with distributed.no_sync(model, last=i == len(micros) - 1), threads.for_rows(model, int(cmask.sum())):
                     with autocast_ctx(cfg, device):
                         logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
                                                     with_entropy=True, entropy_grad=a.entropy_coef > 0)
+                    ref = batch.ref_logp() if callable(batch.ref_logp) else batch.ref_logp
+                    ref = _pick(ref, micro, cmask.shape[1])
                     lmask = _loss_mask(batch, micro, cmask, cfg)
                     out = policy_loss(logp, logp.detach() if old is None else old, adv, lmask, a, ref_logp=ref,
                                       entropy=ent, norm_len=norm_len, token_weights=w)
@@ -92,13 +100,14 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
                 for k, v in out.stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
-            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
-            gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2 returns a DTensor
-            if distributed.all_true(finite and bool(torch.isfinite(gn))):
-                optimizer.step()
-                grad_norm = float(gn)
-            else:
-                skipped += 1
+            with threads.for_params(model):
+                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
+                gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2 returns a DTensor
+                if distributed.all_true(finite and bool(torch.isfinite(gn))):
+                    optimizer.step()
+                    grad_norm = float(gn)
+                else:
+                    skipped += 1
             optimizer.zero_grad(set_to_none=True)
     stats = {k: v / count for k, v in sums.items()}
     stats.update({"update/grad_norm": grad_norm, "update/skipped": skipped,

@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,6 +78,44 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+class ChildMemory:
+    """Peak private memory (Private_Clean + Private_Dirty, MiB) of every descendant process, sampled
+    from /proc every ``every`` seconds: reasoner's reference process, both trainers' math-verifier
+    workers. Shared pages (a forked child's copy-on-write view of its parent) count in the parent only."""
+
+    def __init__(self, every: float = 0.2):
+        self.every, self.peak = every, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for pid in _descendants(os.getpid()):
+                try:
+                    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                except OSError:
+                    continue
+                kib = sum(int(x.split()[1]) for x in lines if x.startswith(("Private_Clean:", "Private_Dirty:")))
+                self.peak[pid] = max(self.peak.get(pid, 0.0), kib / 1024)
+
+    def stop(self) -> float:
+        """Sum over the descendants of each one's peak private MiB."""
+        self._stop.set()
+        self._thread.join()
+        return sum(self.peak.values())
+
+
+def _descendants(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
 def model_shape(model) -> dict:
     """Matmul weights (lm_head counted once, embeddings as lookups) and attention sizes."""
     import torch
@@ -102,9 +141,11 @@ def run_reasoner(case: str, steps: int, threads: int, overrides: list[str]) -> d
         log_row(self, row)
 
     MetricsLog.log = timed_log
+    children = ChildMemory()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(case, steps, threads, tmp, overrides)
         trainer_mod.train(cfg)
+        child_mb = children.stop()
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
         from reasoner.models import load_model
 
@@ -116,7 +157,8 @@ def run_reasoner(case: str, steps: int, threads: int, overrides: list[str]) -> d
     return {"wall": walls, "split": {p: [r.get(f"time/{p}", 0.0) for r in rows] for p in PHASES},
             "completion_tokens": [r["length/mean"] * B * G for r in rows],
             "prompt_tokens": [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts],
-            "reward": [r["reward/mean"] for r in rows], "rss_mb": peak_rss_mb(), "shape": model_shape(model)}
+            "reward": [r["reward/mean"] for r in rows], "rss_mb": peak_rss_mb(), "child_mb": child_mb,
+            "shape": model_shape(model)}
 
 
 def trl_model_dir(cfg, tmp: str) -> str:
@@ -197,8 +239,10 @@ def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
                 rec["reward"].append(logs.get("reward", float("nan")))
 
     trainer.add_callback(Clock())
+    children = ChildMemory()
     t0 = time.perf_counter()
     trainer.train()
+    rec["child_mb"] = children.stop()
     stamps = [t0] + rec["stamps"]
     rec["wall"] = [b - a for a, b in zip(stamps, stamps[1:])]
     rec["split"]["update"] = [w - sum(rec["split"][p][i] for p in PHASES[:3]) for i, w in enumerate(rec["wall"])]
@@ -265,7 +309,7 @@ def summarize(res: dict, B: int, G: int, peak: float) -> dict:
     P = sum(res["prompt_tokens"]) / len(res["prompt_tokens"])
     flops = step_flops(res["shape"], P, B, G, toks)
     return {"s_per_step": wall, **{p: med(res["split"][p]) for p in PHASES}, "tokens_per_s": toks / wall,
-            "rss_mb": res["rss_mb"], "mfu": flops / (wall * peak), "gflop_step": flops / 1e9,
+            "rss_mb": res["rss_mb"], "child_mb": res["child_mb"], "mfu": flops / (wall * peak), "gflop_step": flops / 1e9,
             "reward": med(res["reward"]) if res["reward"] else float("nan")}
 
 
@@ -273,7 +317,7 @@ def pool(results: list[dict], warmup: int) -> dict:
     """One record from several runs: per-step lists without each run's warm-up, the largest RSS."""
     out = {"wall": [], "completion_tokens": [], "reward": [], "split": {p: [] for p in PHASES},
            "prompt_tokens": results[0]["prompt_tokens"], "shape": results[0]["shape"],
-           "rss_mb": max(r["rss_mb"] for r in results)}
+           "rss_mb": max(r["rss_mb"] for r in results), "child_mb": max(r["child_mb"] for r in results)}
     for r in results:
         out["wall"] += r["wall"][warmup:]
         out["completion_tokens"] += r["completion_tokens"][warmup:]
@@ -308,15 +352,15 @@ def print_table(case: str, rows: dict[str, dict], forced_policy: str) -> None:
           f"max {CASES[case][3]} new tokens; OMP_WAIT_POLICY: "
           + ", ".join(f"{k} {wait_policy_of(k, forced_policy)}" for k in rows))
     head = f"{'trainer':10s} {'s/step':>8s} " + " ".join(f"{p:>9s}" for p in PHASES) + \
-        f" {'tok/s':>8s} {'RSS MB':>8s} {'GFLOP':>7s} {'MFU':>7s} {'reward':>6s}"
+        f" {'tok/s':>8s} {'RSS MB':>8s} {'+kids':>6s} {'GFLOP':>7s} {'MFU':>7s} {'reward':>6s}"
     print(head)
     for name, s in rows.items():
         print(f"{name:10s} {s['s_per_step']:8.3f} " + " ".join(f"{s[p]:9.3f}" for p in PHASES) +
-              f" {s['tokens_per_s']:8.0f} {s['rss_mb']:8.0f} {s['gflop_step']:7.2f} {s['mfu']:7.2%} {s['reward']:6.2f}")
+              f" {s['tokens_per_s']:8.0f} {s['rss_mb']:8.0f} {s['child_mb']:6.0f} {s['gflop_step']:7.2f} {s['mfu']:7.2%} {s['reward']:6.2f}")
     if "reasoner" in rows and "trl" in rows:
         r, t = rows["reasoner"], rows["trl"]
         print(f"ratio reasoner/TRL: time {r['s_per_step'] / t['s_per_step']:.2f}   "
-              f"peak RSS {r['rss_mb'] / t['rss_mb']:.2f}")
+              f"peak memory (RSS + children's private) {(r['rss_mb'] + r['child_mb']) / (t['rss_mb'] + t['child_mb']):.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

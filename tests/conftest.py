@@ -1,11 +1,13 @@
 """Shared fixtures: a quickly built tiny model (a few warm-start steps), cached across runs."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 import reasoner  # noqa: F401  (imported before torch: sets OMP_WAIT_POLICY)
+import verifiers
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -27,3 +29,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real benchmark data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@verifiers.register("first_char_is_1")
+def _first_char_is_1(completion, problem):
+    """A reward the tiny model can learn within a few steps."""
+    ok = completion.strip().startswith("1")
+    return verifiers.Verdict(float(ok), "correct" if ok else "wrong", completion[:1], "")
+
+
+@pytest.fixture(scope="session")
+def learnable_problems(tmp_path_factory) -> Path:
+    """64 JSONL problems ``a+b=`` scored by ``first_char_is_1``."""
+    rows = [{"problem": f"{a}+{b}=", "answer": str(a + b), "verifier": "first_char_is_1"}
+            for a, b in zip(range(10, 74), range(20, 84))]
+    p = tmp_path_factory.mktemp("learnable") / "problems.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+@pytest.fixture
+def run_args(tiny_model_dir, tmp_path):
+    """Config overrides for a few quick steps on the tiny model, writing to tmp_path/run; extra ones last."""
+    def make(*extra: str) -> list[str]:
+        return [f"model.name={tiny_model_dir}", f"run.out_dir={tmp_path / 'run'}", "run.progress=false",
+                "run.batch_size=4", "sampling.group_size=4", "sampling.max_new_tokens=4", "data.eval_size=8",
+                "run.threads=2", *extra]
+    return make

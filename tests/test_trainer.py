@@ -12,30 +12,10 @@ from reasoner.config import load_config
 from reasoner.trainer import train
 
 
-@verifiers.register("first_char_is_1")
-def _first_char_is_1(completion, problem):
-    ok = completion.strip().startswith("1")
-    return verifiers.Verdict(float(ok), "correct" if ok else "wrong", completion[:1], "")
-
-
-def _problems_file(tmp_path, verifier=None, n=64):
-    rows = [{"problem": f"{a}+{b}=", "answer": str(a + b), **({"verifier": verifier} if verifier else {})}
-            for a, b in zip(range(10, 10 + n), range(20, 20 + n))]
-    p = tmp_path / "problems.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
-
-
-def _base(tiny_model_dir, tmp_path, *extra):
-    return [f"model.name={tiny_model_dir}", f"run.out_dir={tmp_path / 'run'}", "run.progress=false",
-            "run.batch_size=4", "sampling.group_size=4", "sampling.max_new_tokens=4", "data.eval_size=8",
-            "run.threads=2", *extra]
-
-
-def test_cli_train_writes_every_output(tiny_model_dir, tmp_path):
+def test_cli_train_writes_every_output(run_args, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    args = _base(tiny_model_dir, tmp_path, "run.steps=2", "run.save_every=1", "run.log_samples_every=1",
+    args = run_args("run.steps=2", "run.save_every=1", "run.log_samples_every=1",
                  "run.eval_every=1")
     assert cli_main(["train", *args]) == 0
     run = tmp_path / "run"
@@ -68,21 +48,22 @@ def test_cli_bad_key_fails_before_loading_a_model(capsys, monkeypatch):
     assert "unknown config key 'algo.advantge'" in err and "advantage" in err
 
 
-def test_beta_zero_loads_no_reference(tiny_model_dir, tmp_path, monkeypatch):
+def test_beta_zero_loads_no_reference(run_args, tmp_path, monkeypatch):
     made = []
     real = runtime.make_reference
     monkeypatch.setattr(runtime, "make_reference", lambda m, c: made.append(real(m, c)) or made[-1])
-    summary = train(load_config(None, _base(tiny_model_dir, tmp_path, "run.steps=1", "algo.beta=0")))
+    summary = train(load_config(None, run_args("run.steps=1", "algo.beta=0")))
     assert made == [None]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[1]["time/reference"] < 1e-3 and summary["steps"] == 1
 
 
-def test_training_raises_a_learnable_reward_and_moves_every_parameter(tiny_model_dir, tmp_path):
+def test_training_raises_a_learnable_reward_and_moves_every_parameter(tiny_model_dir, run_args, learnable_problems,
+                                                                       tmp_path):
     from transformers import AutoModelForCausalLM
 
-    data = _problems_file(tmp_path, verifier="first_char_is_1")
-    cfg = load_config(None, _base(tiny_model_dir, tmp_path, f"data.train={data}", f"data.eval={data}",
+    data = learnable_problems
+    cfg = load_config(None, run_args(f"data.train={data}", f"data.eval={data}",
                                   "run.steps=16", "algo.beta=0", "optim.lr=3e-3", "run.batch_size=8",
                                   "sampling.group_size=8", "run.eval_every=0", "run.save_every=0"))
     train(cfg)

@@ -1,0 +1,152 @@
+"""Reference log-probs for the KL term: computed here, or in a forked child while the policy runs.
+
+``start(roll)`` hands back a ``Pending``: calling it gives the frozen reference model's log-prob
+of every sampled token [N, T]. The update calls it after its own forward pass (``reasoner.update``),
+so when the reference runs in a child process (``run.reference_process``) its forward overlaps the
+policy's forward on another core. Small CPU models are bound by PyTorch's per-operation cost on
+one thread (``reasoner.threads``), which leaves the second core idle and cannot be shared by
+Python threads (the GIL); a process can. The child is forked once, after the reference is built:
+it shares the reference's weights copy-on-write (they never change) and runs on one thread.
+
+``auto`` forks it for a reference of under ``threads.SMALL_MODEL_PARAMS`` parameters on the CPU,
+in one process (not under torchrun), with a separate reference module (not LoRA's adapters-off
+view of the policy) and at least two usable cores; everything else computes the reference
+in this process, in ``start``.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+
+import torch
+
+from reasoner import distributed, threads
+from reasoner.config import Config, ConfigError
+from reasoner.logprobs import completion_logp
+from reasoner.types import Rollout
+from reasoner.update import autocast_ctx
+
+
+def rollout_inputs(roll: Rollout) -> tuple[torch.Tensor, ...]:
+    """(prompt_ids [N, P], prompt_mask [N, P], completion_ids [N, T], completion_mask [N, T])."""
+    return roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask
+
+
+def logp_of(model, inputs: tuple[torch.Tensor, ...], cfg: Config, device) -> torch.Tensor:
+    """Detached float32 log-probs [N, T] of the completions in ``inputs`` (``rollout_inputs``)."""
+    with torch.no_grad(), autocast_ctx(cfg, device), threads.for_rows(model, int(inputs[3].sum())):
+        return completion_logp(model, *inputs, cfg.sampling.temperature)[0].float()
+
+
+class Pending:
+    """The reference log-probs [N, T] once called; ``waited``: seconds the first call blocked."""
+
+    def __init__(self, fetch):
+        self._fetch, self._value, self.waited = fetch, None, 0.0
+
+    def __call__(self) -> torch.Tensor:
+        if self._value is None:
+            t0 = time.perf_counter()
+            self._value = self._fetch()
+            self.waited = time.perf_counter() - t0
+        return self._value
+
+
+class InlineReference:
+    """Computes the reference log-probs in this process, inside ``start``."""
+
+    def __init__(self, model, cfg: Config, device):
+        self.model, self.cfg, self.device = model, cfg, device
+
+    def start(self, roll: Rollout) -> Pending:
+        value = logp_of(self.model, rollout_inputs(roll), self.cfg, self.device)
+        return Pending(lambda: value)
+
+    def close(self) -> None:
+        pass
+
+
+class ReferenceProcess:
+    """Computes the reference log-probs in a forked child; ``start`` only sends the token ids."""
+
+    def __init__(self, model, cfg: Config, device):
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(model, cfg, device, child, self._conn, os.getpid()),
+                                 name="reasoner-reference", daemon=True)
+        self._proc.start()
+        child.close()
+
+    def start(self, roll: Rollout) -> Pending:
+        try:
+            self._conn.send(tuple(x.cpu().numpy() for x in rollout_inputs(roll)))
+        except OSError:  # BrokenPipeError: the child is gone
+            self._died()
+        return Pending(self._receive)
+
+    def _receive(self) -> torch.Tensor:
+        try:
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError):
+            self._died()
+        if kind == "error":
+            raise RuntimeError(f"the reference process failed:\n{payload}")
+        return torch.from_numpy(payload)
+
+    def _died(self):
+        self._proc.join(1.0)
+        raise RuntimeError(f"the reference process (pid {self._proc.pid}) died (exit code {self._proc.exitcode}); "
+                           "rerun with run.reference_process=inline to compute the reference here") from None
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)  # stop (a later fork may hold a copy of this end: EOF alone is not enough)
+        except OSError:
+            pass
+        self._conn.close()
+        self._proc.join(5.0)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+def _serve(model, cfg: Config, device, conn, parent_end, parent: int) -> None:
+    """Child main loop: token ids in, ("ok", log-probs) or ("error", traceback) out, until None or EOF."""
+    parent_end.close()  # forked copy of the parent's end: keeping it would hide the parent's EOF
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it stops this child
+    torch.set_num_threads(1)
+    while True:
+        try:
+            while not conn.poll(1.0):
+                if os.getppid() != parent:  # the parent was killed without closing the pipe
+                    return
+            arrays = conn.recv()
+        except (EOFError, OSError):
+            return
+        if arrays is None:
+            return
+        inputs = tuple(torch.from_numpy(a) for a in arrays)
+        try:
+            out = ("ok", logp_of(model, inputs, cfg, device).numpy())
+        except Exception:  # noqa: BLE001 - reported to the parent, which raises it
+            out = ("error", traceback.format_exc())
+        conn.send(out)
+
+
+def make_runner(ref, cfg: Config, device):
+    """The run's reference runner (InlineReference or ReferenceProcess) for ``ref``, or None without one."""
+    if ref is None:
+        return None
+    forkable = torch.device(device).type == "cpu" and not distributed.active() and sys.platform == "linux"
+    choice = cfg.run.reference_process
+    if choice == "process" and not forkable:
+        raise ConfigError("run.reference_process=process needs a CPU run in one process on Linux; "
+                          "valid choices here: auto, inline")
+    if choice == "auto":
+        small = isinstance(ref, torch.nn.Module) and sum(p.numel() for p in ref.parameters()) < threads.SMALL_MODEL_PARAMS
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        choice = "process" if forkable and small and cores > 1 else "inline"
+    return (ReferenceProcess if choice == "process" else InlineReference)(ref, cfg, device)
