@@ -8,7 +8,7 @@ of similar length may be bucketed to trim padding). The LM head then runs only o
 that predict a real completion token (no prompt, no padding), in row chunks of at most
 ``HEAD_CHUNK`` logits each, through one autograd node (``_HeadLogp``) whose backward forms
 d logp / d logits = onehot - softmax directly from the forward's softmax (kept up to
-``HEAD_KEEP`` logits in all, else recomputed chunk by chunk): the ``[N, T, vocab]`` logits
+``HEAD_KEEP`` logits in all, in a buffer reused from step to step, else recomputed chunk by chunk): the ``[N, T, vocab]`` logits
 of a large vocabulary are never materialised beyond that budget, and no generic
 log-softmax/gather backward runs. Models whose head is not a plain projection (logit
 soft-capping or scaling) take the full forward instead; autocast takes plain autograd.
@@ -167,7 +167,7 @@ def head_logp(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor
     """
     if not hidden.requires_grad and not head.weight.requires_grad or not torch.is_grad_enabled():
         with torch.no_grad():
-            return _head_forward(head.weight, head.bias, hidden, targets, temperature, with_entropy, keep=False)[:2]
+            return _head_forward(head.weight, head.bias, hidden, targets, temperature, with_entropy)[:2]
     if entropy_grad or torch.is_autocast_enabled(hidden.device.type):  # autocast: let it pick the matmul dtype
         return _autograd_head(head, hidden, targets, temperature, with_entropy, entropy_grad)
     logp, ent = _HeadLogp.apply(hidden, head.weight, head.bias, targets, temperature, with_entropy)
@@ -178,8 +178,9 @@ def _chunk_rows(vocab: int) -> int:
     return max(1, HEAD_CHUNK // vocab)
 
 
-def _head_forward(weight, bias, hidden, targets, temperature: float, with_entropy: bool, keep: bool):
-    """(logp [M], entropy [M] or empty, list of per-chunk softmax [m, V] when keep).
+def _head_forward(weight, bias, hidden, targets, temperature: float, with_entropy: bool,
+                  keep: torch.Tensor | None = None):
+    """(logp [M], entropy [M] or empty, list of per-chunk softmax [m, V] (views of keep [M, V]) when keep).
 
     One logits buffer serves every chunk and the softmax is formed in place: fresh large
     tensors cost page faults that can exceed the arithmetic on a CPU.
@@ -187,17 +188,20 @@ def _head_forward(weight, bias, hidden, targets, temperature: float, with_entrop
     rows, V = _chunk_rows(weight.shape[0]), weight.shape[0]
     buf = None if weight.dtype != torch.float32 else hidden.new_empty(min(rows, hidden.shape[0]), V, dtype=torch.float32)
     logps, ents, probs = [], [], []
-    for h, y in zip(hidden.split(rows), targets.split(rows)):
+    for i, (h, y) in enumerate(zip(hidden.split(rows), targets.split(rows))):
         x = _logits(weight, bias, h, temperature, None if buf is None else buf[:len(h)])
         m = x.amax(-1, keepdim=True)
         x.sub_(m)  # x = logits - max
         picked = x.gather(-1, y[:, None]).squeeze(-1)
-        e = x.exp() if with_entropy or keep else x.exp_()
+        if keep is not None:
+            e = torch.exp(x, out=keep[i * rows:i * rows + len(h)])
+        else:
+            e = x.exp() if with_entropy else x.exp_()
         z = e.sum(-1)
         logps.append(picked - z.log())
-        if with_entropy:  # H = log z - sum(e * x) / z, the row dot products without an [m, V] temporary
-            ents.append(z.log() - torch.bmm(e[:, None, :], x[:, :, None]).view(-1) / z)
-        if keep:
+        if with_entropy:  # H = log z - sum(e * x) / z (vecdot: no [m, V] temporary, 3x faster than bmm)
+            ents.append(z.log() - torch.linalg.vecdot(e, x) / z)
+        if keep is not None:
             probs.append(e.div_(z[:, None]))
     cat = lambda xs: torch.cat(xs) if xs else hidden.new_zeros(0, dtype=torch.float32)  # noqa: E731
     return cat(logps), cat(ents), probs
@@ -213,15 +217,44 @@ def _logits(weight, bias, h, temperature: float, out: torch.Tensor | None = None
     return logits.div_(temperature) if temperature > 0 and temperature != 1.0 else logits
 
 
+class _Workspace:
+    """One float32 buffer for the softmax a forward keeps for its backward, reused from step to step.
+
+    A fresh large tensor costs a page fault per 4 KiB on first touch: SmolLM2's softmax over 21
+    chunks of 85 x 49152, formed into fresh tensors 4.3 ms a chunk, into this buffer 1.1 ms.
+    One forward holds it until its backward; another forward meanwhile gets a fresh tensor."""
+
+    def __init__(self):
+        self.buf, self.busy = None, False
+
+    def lease(self, rows: int, V: int, device) -> torch.Tensor:
+        if self.busy:
+            return torch.empty(rows, V, device=device)
+        if self.buf is None or self.buf.numel() < rows * V or self.buf.device != torch.device(device):
+            self.buf = None  # free the old one first
+            self.buf = torch.empty(rows * V, device=device)
+        self.busy = True
+        return self.buf[:rows * V].view(rows, V)
+
+    def release(self, kept: torch.Tensor | None) -> None:
+        if kept is not None and self.buf is not None and kept.data_ptr() == self.buf.data_ptr():
+            self.busy = False
+
+
+_SOFTMAX_SPACE = _Workspace()
+
+
 class _HeadLogp(torch.autograd.Function):
     """logp = log_softmax(head(h) / temperature)[target], with a hand-written chunked backward."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature, with_entropy):
-        keep = hidden.shape[0] * weight.shape[0] <= HEAD_KEEP
+        keep = None
+        if hidden.shape[0] * weight.shape[0] <= HEAD_KEEP:
+            keep = _SOFTMAX_SPACE.lease(hidden.shape[0], weight.shape[0], hidden.device)
         logp, ent, probs = _head_forward(weight, bias, hidden, targets, temperature, with_entropy, keep)
         ctx.save_for_backward(hidden, weight, bias, targets)
-        ctx.probs, ctx.temperature = (probs if keep else None), temperature
+        ctx.probs, ctx.kept, ctx.temperature = (probs if keep is not None else None), keep, temperature
         ctx.mark_non_differentiable(ent)
         return logp, ent
 
@@ -251,6 +284,7 @@ class _HeadLogp(torch.autograd.Function):
             if need_b:
                 gb += dlogits.float().sum(0)
         ctx.probs = None
+        _SOFTMAX_SPACE.release(ctx.kept)
         cast = lambda x, like: None if x is None else x.to(like.dtype)  # noqa: E731
         return gh, cast(gw, weight), (cast(gb, bias) if bias is not None else None), None, None, None
 

@@ -122,6 +122,23 @@ def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, ke
     _assert_same_logp_and_grads(ours, plain)
 
 
+def test_two_forwards_before_one_backward_keep_their_own_softmax(model_tok):
+    """The kept softmax lives in a reused workspace; a second forward before the first's backward
+    must not overwrite it: gradients of logp1 + logp2 equal the plain forward's."""
+    import reasoner.logprobs as lp
+
+    model, tok = model_tok
+    roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=2, max_new_tokens=6, seed=3))
+    args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
+    ids, mask, m = torch.cat(args[::2], 1), torch.cat(args[1::2], 1), roll.completion_mask
+    twice = lambda f: tuple(a + b for a, b in zip(f(), f()))  # noqa: E731  both graphs alive, one backward
+    ours = _logp_and_grads(model, lambda: twice(lambda: lp.completion_logp(model, *args, 0.8, with_entropy=True)), m)
+    plain = _logp_and_grads(model, lambda: twice(lambda: lp._full_forward(model, ids, mask, roll.completion_ids, m,
+                                                                          0.8, True)), m)
+    _assert_same_logp_and_grads(ours, plain)
+    assert not lp._SOFTMAX_SPACE.busy  # released by the backward
+
+
 def _logp_and_grads(model, fn, mask):
     """(logp, entropy, parameter gradients of sum(logp * mask)) of one log-prob computation."""
     logp, ent = fn()
