@@ -222,7 +222,8 @@ class _Workspace:
 
     A fresh large tensor costs a page fault per 4 KiB on first touch: SmolLM2's softmax over 21
     chunks of 85 x 49152, formed into fresh tensors 4.3 ms a chunk, into this buffer 1.1 ms.
-    One forward holds it until its backward; another forward meanwhile gets a fresh tensor."""
+    One forward holds it until the tensor it was handed dies (its backward ran, or its graph
+    was dropped); another forward meanwhile gets a fresh tensor."""
 
     def __init__(self):
         self.buf, self.busy = None, False
@@ -234,11 +235,12 @@ class _Workspace:
             self.buf = None  # free the old one first
             self.buf = torch.empty(rows * V, device=device)
         self.busy = True
-        return self.buf[:rows * V].view(rows, V)
+        view = self.buf[:rows * V].view(rows, V)
+        weakref.finalize(view, self._release)
+        return view
 
-    def release(self, kept: torch.Tensor | None) -> None:
-        if kept is not None and self.buf is not None and kept.data_ptr() == self.buf.data_ptr():
-            self.busy = False
+    def _release(self) -> None:
+        self.busy = False
 
 
 _SOFTMAX_SPACE = _Workspace()
@@ -283,8 +285,7 @@ class _HeadLogp(torch.autograd.Function):
                 gw = torch.mm(dlogits.t(), h).float() if gw is None else gw.addmm_(dlogits.t().float(), h.float())
             if need_b:
                 gb += dlogits.float().sum(0)
-        ctx.probs = None
-        _SOFTMAX_SPACE.release(ctx.kept)
+        ctx.probs = ctx.kept = None  # the workspace is free again
         cast = lambda x, like: None if x is None else x.to(like.dtype)  # noqa: E731
         return gh, cast(gw, weight), (cast(gb, bias) if bias is not None else None), None, None, None
 

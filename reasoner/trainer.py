@@ -16,8 +16,8 @@ from reasoner.config import Config, save_config
 from reasoner.data.overlap import warn_overlap
 from reasoner.losses import KL_ESTIMATORS
 from reasoner.metrics import log_samples
-from reasoner.reference import logp_of, make_runner, rollout_inputs
 from reasoner.models import load_model
+from reasoner.reference import logp_of, make_runner, rollout_inputs
 from reasoner.sampler import SamplingParams
 from reasoner.update import UpdateBatch, ppo_update
 

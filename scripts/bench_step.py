@@ -4,7 +4,9 @@
     python scripts/bench_step.py --smollm2            # also SmolLM2-135M-Instruct, 4 x 8, 64 tokens (slow)
     python scripts/bench_step.py --cases tiny16 --steps 5 --warmup 2
 
-Each trainer runs in its own subprocess (so peak RSS is its own) on the same prompts (the
+Each trainer runs in its own subprocess (so peak RSS is its own; ``+kids`` adds the peak private
+memory of each process it started, sampled from /proc: reasoner's reference process, both
+trainers' math-verifier workers; the memory ratio compares RSS + kids) on the same prompts (the
 synthetic train problems in ``reasoner.runtime.ProblemStream`` order), the same math verifier,
 lr 1e-4, beta 0.04 (k3 KL in the loss), one PPO epoch, fp32, ``--threads`` torch threads for both
 (reasoner gets ``run.threads`` explicitly, so its small-model 1-thread default does not apply; it
@@ -13,7 +15,9 @@ OpenMP's wait policy is each trainer's own unless ``--omp-wait-policy`` forces o
 (libgomp's spin-then-sleep) is its fastest on an idle machine, reasoner's PASSIVE survives busy cores.
 
 * reasoner: the real ``reasoner.trainer.train`` (run.steps = warmup + steps); the time split is
-  its ``time/*`` columns and the step wall time is the gap between consecutive metric rows.
+  its ``time/*`` columns and the step wall time is the gap between consecutive metric rows. With
+  its reference process (``reasoner/reference.py``, the tiny model), ``reference`` is the time the
+  trainer spent handing the rollout over and waiting for the answer, not the child's own work.
 * TRL: a real ``trl.GRPOTrainer`` (``build_trl``: loss_type grpo, scale_rewards group, KL bias
   correction off; lr, schedule (constant on both), AdamW betas, weight decay, grad clip and clip
   epsilons taken from the reasoner config); the step wall time is the gap

@@ -34,7 +34,8 @@ def _args(model_dir, out, *extra):
     return [f"model.name={model_dir}", f"run.out_dir={out}", "run.progress=false", "run.threads=1",
             "run.batch_size=2", "sampling.group_size=4", "sampling.max_new_tokens=4", "data.eval_size=4",
             "data.synthetic_size=64", "run.eval_every=2", "run.log_samples_every=0", "run.seed=3",
-            "algo.minibatches=2", "optim.lr=3e-3", *extra]
+            "algo.minibatches=2", "optim.lr=3e-3",
+            "algo.reward_weights={length: 1.0}", *extra]  # rewards that differ within groups: updates happen
 
 
 def _rows(run: Path) -> list[dict]:

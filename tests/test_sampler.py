@@ -137,6 +137,10 @@ def test_two_forwards_before_one_backward_keep_their_own_softmax(model_tok):
                                                                           0.8, True)), m)
     _assert_same_logp_and_grads(ours, plain)
     assert not lp._SOFTMAX_SPACE.busy  # released by the backward
+    logp, _ = lp.completion_logp(model, *args, 0.8)
+    assert lp._SOFTMAX_SPACE.busy
+    del logp  # a graph dropped without a backward frees the workspace too
+    assert not lp._SOFTMAX_SPACE.busy
 
 
 def _logp_and_grads(model, fn, mask):
