@@ -109,3 +109,41 @@ def test_a_run_is_the_same_with_the_reference_in_a_process(run_args, learnable_p
         for key in ("loss/kl", "loss/policy", "update/grad_norm", "reward/mean", "length/mean"):
             torch.testing.assert_close(torch.tensor(b[key]), torch.tensor(a[key]), rtol=0, atol=1e-7)
     assert abs(rows["inline"][0]["loss/kl"]) < 1e-6 < rows["inline"][-1]["loss/kl"]  # policy = reference, then not
+
+
+def test_the_child_exits_when_its_parent_is_killed(tiny_model_dir):
+    """A SIGKILLed trainer leaves no reference process behind (it watches its parent)."""
+    import subprocess
+    import sys
+    import time
+
+    code = f"""
+import reasoner, torch
+from reasoner import reference, runtime
+from reasoner.config import load_config
+from reasoner.models import load_model
+cfg = load_config(None, ["model.name={tiny_model_dir}"])
+model, _ = load_model(cfg.model)
+proc = reference.ReferenceProcess(runtime.make_reference(model, cfg), cfg, "cpu")
+print(proc._proc.pid, flush=True)
+time.sleep(60)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", "import time\n" + code], stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.DEVNULL)
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 10  # it looks at its parent once a second
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), f"reference process {child} outlived its killed parent"
+
+
+def _alive(pid: int) -> bool:
+    """True while pid runs (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
