@@ -7,6 +7,8 @@ print the process RSS after the first update and at the end, plus the median ste
 Extra ``key.sub=value`` arguments override the config (as for ``reasoner train``). RSS is
 read with psutil after every update (``ppo_update`` is wrapped, the trainer is unchanged);
 a step's time is the wall time between two consecutive update ends (evaluation included).
+Child processes (the reference process of a small model, the math verifier's workers) are
+reported by their own memory (USS: pages no other process maps), read the same way.
 """
 from __future__ import annotations
 
@@ -30,12 +32,13 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(None, [f"run.steps={args.steps}", f"run.out_dir={args.out}", "run.progress=false",
                              "run.save_every=100", *args.overrides])
-    proc, rss, ends = psutil.Process(), [], []
+    proc, rss, kids, ends = psutil.Process(), [], [], []
     real = trainer.ppo_update
 
     def measured(*a, **k):
         out = real(*a, **k)
         rss.append(proc.memory_info().rss)
+        kids.append(sum(_uss(c) for c in proc.children(recursive=True)))
         ends.append(time.perf_counter())
         return out
 
@@ -46,7 +49,16 @@ def main() -> None:
     print(f"steps {len(rss)}   RSS before loading {rss_before / MB:.0f} MiB   after step 1 {rss[0] / MB:.0f} MiB   "
           f"after step {len(rss)} {rss[-1] / MB:.0f} MiB   (growth {(rss[-1] - rss[0]) / MB:+.1f} MiB; "
           f"step {len(rss) // 2}: {rss[len(rss) // 2] / MB:.0f} MiB)")
+    print(f"children's own memory (USS) after step 1 {kids[0] / MB:.0f} MiB, step {len(kids) // 2} "
+          f"{kids[len(kids) // 2] / MB:.0f} MiB, step {len(kids)} {kids[-1] / MB:.0f} MiB")
     print(f"median step time {statistics.median(steps):.3f} s   (min {min(steps):.3f}, max {max(steps):.3f})")
+
+
+def _uss(p: psutil.Process) -> int:
+    try:
+        return p.memory_full_info().uss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
 
 
 if __name__ == "__main__":
