@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 import traceback
+from typing import NoReturn
 
 import torch
 
@@ -83,24 +84,29 @@ class ReferenceProcess:
                                  name="reasoner-reference", daemon=True)
         self._proc.start()
         child.close()
+        self._sent = 0
 
     def start(self, roll: Rollout) -> Pending:
+        self._sent += 1
         try:
-            self._conn.send(tuple(x.cpu().numpy() for x in rollout_inputs(roll)))
+            self._conn.send((self._sent, tuple(x.cpu().numpy() for x in rollout_inputs(roll))))
         except OSError:  # BrokenPipeError: the child is gone
             self._died()
-        return Pending(self._receive)
+        return Pending(lambda seq=self._sent: self._receive(seq))
 
-    def _receive(self) -> torch.Tensor:
-        try:
-            kind, payload = self._conn.recv()
-        except (EOFError, OSError):
-            self._died()
+    def _receive(self, seq: int) -> torch.Tensor:
+        """The answer to request ``seq``; answers to earlier requests nobody asked for are skipped."""
+        got = None
+        while got != seq:
+            try:
+                got, kind, payload = self._conn.recv()
+            except (EOFError, OSError):
+                self._died()
         if kind == "error":
             raise RuntimeError(f"the reference process failed:\n{payload}")
         return torch.from_numpy(payload)
 
-    def _died(self):
+    def _died(self) -> NoReturn:
         self._proc.join(1.0)
         raise RuntimeError(f"the reference process (pid {self._proc.pid}) died (exit code {self._proc.exitcode}); "
                            "rerun with run.reference_process=inline to compute the reference here") from None
@@ -117,7 +123,8 @@ class ReferenceProcess:
 
 
 def _serve(model, cfg: Config, device, conn, parent_end, parent: int) -> None:
-    """Child main loop: token ids in, ("ok", log-probs) or ("error", traceback) out, until None or EOF."""
+    """Child main loop: (seq, token ids) in, (seq, "ok", log-probs) or (seq, "error", traceback) out,
+    until None or EOF."""
     parent_end.close()  # forked copy of the parent's end: keeping it would hide the parent's EOF
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it stops this child
     torch.set_num_threads(1)
@@ -126,16 +133,16 @@ def _serve(model, cfg: Config, device, conn, parent_end, parent: int) -> None:
             while not conn.poll(1.0):
                 if os.getppid() != parent:  # the parent was killed without closing the pipe
                     return
-            arrays = conn.recv()
+            request = conn.recv()
         except (EOFError, OSError):
             return
-        if arrays is None:
+        if request is None:
             return
-        inputs = tuple(torch.from_numpy(a) for a in arrays)
+        seq, arrays = request
         try:
-            out = ("ok", logp_of(model, inputs, cfg, device).numpy())
+            out = (seq, "ok", logp_of(model, tuple(torch.from_numpy(a) for a in arrays), cfg, device).numpy())
         except Exception:  # noqa: BLE001 - reported to the parent, which raises it
-            out = ("error", traceback.format_exc())
+            out = (seq, "error", traceback.format_exc())
         conn.send(out)
 
 

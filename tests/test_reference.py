@@ -38,6 +38,8 @@ def test_process_gives_the_inline_log_probs_and_closes(run_args):
     proc = reference.ReferenceProcess(ref, cfg, "cpu")
     try:
         got = [proc.start(roll)() for _ in range(2)]  # the child serves request after request
+        proc.start(_roll(tok, seed=1))  # an answer nobody waits for is skipped by the next one
+        got.append(proc.start(roll)())
     finally:
         proc.close()
     for g in got:
