@@ -54,7 +54,8 @@ def for_rows(model, rows: int):
 def for_params(model):
     """A context running elementwise work over ``model``'s parameters (gradient clipping, the
     optimizer step) on one thread when its largest parameter has fewer than MIN_ELEMENTS."""
-    if matmul_width(model) is None or _SIZES[model][1] >= MIN_ELEMENTS:
+    width, largest = _sizes(model)
+    if width is None or largest >= MIN_ELEMENTS:
         return contextlib.nullcontext()
     return using(1)
 
@@ -72,11 +73,16 @@ def using(n: int):
 
 def matmul_width(model) -> int | None:
     """in x out of the model's largest linear layer (None: not a CPU module)."""
+    return _sizes(model)[0]
+
+
+def _sizes(model) -> tuple[int | None, int]:
+    """(matmul_width, elements of the largest parameter), computed once per module."""
     if not isinstance(model, torch.nn.Module):
-        return None
+        return None, 0
     if model not in _SIZES:
         params = list(model.parameters())
         linears = [m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
         on_cpu = bool(params) and params[0].device.type == "cpu"
         _SIZES[model] = (max(linears) if on_cpu and linears else None, max((p.numel() for p in params), default=0))
-    return _SIZES[model][0]
+    return _SIZES[model]
