@@ -9,7 +9,7 @@ Python threads (the GIL); a process can. The child is forked once, after the ref
 it shares the reference's weights copy-on-write (they never change) and runs on one thread.
 Measured with ``scripts/bench_step.py --cases tiny16`` (2 threads): the step's reference time
 0.009 -> 0.000 s (the child is done before the policy's forward), the step 0.054 -> 0.043 s
-together with ``threads.for_params``; the child's own memory about 25 MiB.
+(``threads.for_params`` already in both); the child's own memory about 25 MiB.
 
 ``auto`` forks it for a reference of under ``threads.SMALL_MODEL_PARAMS`` parameters on the CPU,
 in one process (not under torchrun), with a separate reference module (not LoRA's adapters-off
