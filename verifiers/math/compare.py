@@ -13,7 +13,9 @@ from itertools import permutations
 from typing import Callable, NamedTuple, Optional
 
 from verifiers.math.normalize import Norm
-from verifiers.math.numbers import numbers_equal, parse_base, parse_number
+from verifiers.math.realsets import same_real_set
+from verifiers.math.arith import evaluate
+from verifiers.math.numbers import Num, numbers_equal, parse_base, parse_number
 
 Tri = Optional[bool]  # True, False, or None = undecided without symbolic maths
 LeafFn = Callable[[str, str, bool, bool], Tri]
@@ -31,6 +33,10 @@ class Node(NamedTuple):
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CHOICE = re.compile(r"\(?([A-E])\)?(?:[:.)]|$)")
+_CHOICE_VALUE = re.compile(r"\(([A-E])\)(?![a-zA-Z]).*|([A-E])[:.](?![a-zA-Z]).+", re.S)  # "(B) 12", "B: 12"
+_MATRIX = re.compile(r"(?P<c>.*?)(?P<l>[(\[]?)\\begin\{(?P<e>[a-zA-Z]*matrix|array)\}(?:\{[^{}]*\})?(?P<b>.*)"
+                     r"\\end\{(?P=e)\}(?P<r>[)\]]?)", re.S)
+_WORDS = re.compile(r"[A-Za-z]{2,}(?: [A-Za-z]+)*")
 _VAR = r"[a-zA-Z]"
 _SIMPLE_LHS = r"[a-zA-Z](?:_\{?\w+\}?)?|[a-zA-Z]\([a-zA-Z]\)"
 _REL = re.compile(r"(\\leq|\\geq|<|>|\\lt|\\gt)")
@@ -114,10 +120,11 @@ def parse(s: str, *, top: bool = True) -> Node:
         return Node("union", tuple(parse(p, top=False) for p in cups))
     if _wrapped(s, "\\{", "\\}"):
         return Node("set", tuple(parse(p, top=False) for p in split_top(s[2:-2], ",")[:MAX_ITEMS + 1]))
-    m = re.fullmatch(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", s, re.S)
-    if m:
-        rows = [r for r in m.group(2).split("\\\\") if r.strip()]
-        return Node("matrix", tuple(Node("group", tuple(leaf(x) for x in r.split("&"))) for r in rows))
+    if "\\begin{" in s and (mat := _matrix(s)) is not None:
+        return mat
+    diff = split_top(s, "\\setminus")
+    if len(diff) == 2 and diff[0] and diff[1]:
+        return Node("setminus", (parse(diff[0], top=False), parse(diff[1], top=False)))
     for left, right in (("(", ")"), ("[", "]"), ("(", "]"), ("[", ")"), ("\\langle", "\\rangle")):
         if _wrapped(s, left, right):
             inner = split_top(s[len(left):-len(right)], ",")
@@ -134,21 +141,42 @@ def parse(s: str, *, top: bool = True) -> Node:
         a = pm[0] or "0"
         return Node("list", (leaf(f"{a}+{pm[1]}"), leaf(f"{a}-{pm[1]}")))
     eq = split_top(s, "=")
-    if len(eq) == 2 and not re.search(r"[<>]|\\[lg]eq", s):
-        lhs, rhs = eq
-        if re.fullmatch(_SIMPLE_LHS, lhs.strip()):  # "x=-3" inside a list of answers
-            return parse(rhs.strip(), top=False)
-        return Node("eq", (leaf(lhs), leaf(rhs)))
+    if len(eq) >= 2 and all(eq) and not re.search(r"[<>]|\\[lg]eq", s):
+        return Node("eq", tuple(leaf(x.strip()) for x in eq))
     return leaf(s)
 
 
+def _matrix(s: str) -> Node | None:
+    """Any matrix environment, optional outer brackets (``\\left[...\\right]``), an optional scalar
+    factor in front (``\\frac12\\begin{pmatrix}...``) multiplied into every entry."""
+    m = _MATRIX.fullmatch(s)
+    if not m or bool(m.group("l")) != bool(m.group("r")):
+        return None
+    c = re.sub(r"(?:\\cdot|\\times|\*)$", "", m.group("c"))
+    entry = (lambda x: leaf(x)) if not c else (lambda x: leaf("{" + c + "}\\cdot{" + x + "}"))
+    rows = [r for r in m.group("b").split("\\cr") if r.strip()]
+    if len(rows) > MAX_ITEMS:
+        return None
+    return Node("matrix", tuple(Node("group", tuple(entry(x.strip()) for x in r.split("&")), "(", ")") for r in rows))
+
+
+def _words_equal(a: str, b: str) -> Tri:
+    """Words of two or more letters compare without case (``Yes`` = ``yes``)."""
+    if not (_WORDS.fullmatch(a) and _WORDS.fullmatch(b)):
+        return None
+    return a.lower() == b.lower()
+
+
 def fast_leaf(a: str, b: str, pct_a: bool, pct_b: bool) -> Tri:
-    """Leaf equality without sympy: equal strings, exact numbers, base-n literals; else None."""
+    """Leaf equality without sympy: equal strings, exact numbers and exact rational arithmetic,
+    base-n literals, words; else None (undecided)."""
     if a == b and pct_a == pct_b:
         return True
     na, nb = parse_number(a), parse_number(b)
-    if na is not None and nb is not None:
-        return numbers_equal(na, nb, pct_a, pct_b)
+    va = na.value if na is not None else evaluate(a)
+    vb = nb.value if nb is not None else evaluate(b)
+    if va is not None and vb is not None:
+        return numbers_equal(Num(va, None, 0), Num(vb, None, 0), pct_a, pct_b)
     ba, bb = parse_base(a), parse_base(b)
     if ba or bb:
         if ba and bb:
@@ -159,7 +187,7 @@ def fast_leaf(a: str, b: str, pct_a: bool, pct_b: bool) -> Tri:
         return True
     if not a or not b:
         return False
-    return None
+    return _words_equal(a, b)
 
 
 def _all(results) -> Tri:
@@ -205,18 +233,41 @@ def _unordered(xs: tuple, ys: tuple, f) -> Tri:
     return best
 
 
-def compare_nodes(p: Node, g: Node, f: LeafFn, pct: tuple[bool, bool] = (False, False)) -> Tri:
-    """Is prediction tree ``p`` the same answer as gold tree ``g``?"""
-    rec = lambda x, y: compare_nodes(x, y, f, pct)  # noqa: E731
-    if p.kind == "hedge" or g.kind == "hedge":
+def _dedup(n: Node) -> Node:
+    """A list or set naming the same item twice (a repeated root) is the list of distinct items."""
+    if n.kind not in ("list", "set"):
+        return n
+    items = tuple(dict.fromkeys(n.items))
+    return items[0] if len(items) == 1 and n.kind == "list" else n._replace(items=items)
+
+
+def _choice(p: Node, g: Node) -> Tri:
+    """A choice letter against a choice letter, or against a letter given with its value (``(B) 12``)."""
+    if p.kind == "choice" and g.kind == "choice":
+        return p.items == g.items
+    c, o = (p, g) if p.kind == "choice" else (g, p)
+    if o.kind != "leaf":
         return False
-    if g.kind == "choice" or p.kind == "choice":
-        return p.kind == g.kind and p.items == g.items
-    if p.kind == "union" and g.kind == "union":
-        return _unordered(p.items, g.items, rec)
-    if p.kind == "union" or g.kind == "union":  # a single interval against a union of one
-        u, o = (p, g) if p.kind == "union" else (g, p)
-        return rec(u.items[0], o) if len(u.items) == 1 else False
+    m = _CHOICE_VALUE.fullmatch(o.items[0])
+    return bool(m) and (m.group(1) or m.group(2)) == c.items[0]
+
+
+def _eq(p: Node, g: Node, rec) -> Tri:
+    if p.kind == "eq" and g.kind == "eq":
+        if len(p.items) != 2 or len(g.items) != 2:
+            return rec(parse(p.items[-1].items[0], top=False), parse(g.items[-1].items[0], top=False))
+        direct = _all([rec(p.items[0], g.items[0]), rec(p.items[1], g.items[1])])
+        if direct is not False:
+            return direct
+        return _all([rec(p.items[0], g.items[1]), rec(p.items[1], g.items[0])])
+    if p.kind == "eq":  # "x=5", "m+n=11", "25+25=50", "(a,b)=(4,-7)": the value after the last "="
+        return rec(parse(p.items[-1].items[0], top=False), g)
+    if len(g.items) == 2 and re.fullmatch(_SIMPLE_LHS, g.items[0].items[0]):  # gold "y=2x+1", answer "2x+1"
+        return rec(p, parse(g.items[1].items[0], top=False))
+    return False  # the gold is a relation (x+y=5) and the prediction only a value
+
+
+def _structures(p: Node, g: Node, rec) -> Tri:
     if p.kind in ("set", "list") and g.kind in ("set", "list"):
         return _unordered(p.items, g.items, rec)
     if p.kind == "group" and g.kind == "group":
@@ -227,14 +278,37 @@ def compare_nodes(p: Node, g: Node, f: LeafFn, pct: tuple[bool, bool] = (False, 
         return _ordered(p.items, g.items, rec)  # "1, 2" against the pair (1, 2)
     if p.kind == "matrix" and g.kind == "matrix":
         return _ordered(p.items, g.items, lambda x, y: _ordered(x.items, y.items, rec))
-    if p.kind == "eq" and g.kind == "eq":
-        direct = _all([rec(p.items[0], g.items[0]), rec(p.items[1], g.items[1])])
-        if direct is not False:
-            return direct
-        return _all([rec(p.items[0], g.items[1]), rec(p.items[1], g.items[0])])
+    if {p.kind, g.kind} == {"matrix", "group"}:  # a column or row vector written as a tuple
+        m, t = (p, g) if p.kind == "matrix" else (g, p)
+        if t.open != "(":
+            return False
+        flat = m.items[0].items if len(m.items) == 1 else tuple(r.items[0] for r in m.items if len(r.items) == 1)
+        return _ordered(flat, t.items, rec) if len(flat) == len(m.items) or len(m.items) == 1 else False
+    return False
+
+
+def compare_nodes(p: Node, g: Node, f: LeafFn, pct: tuple[bool, bool] = (False, False)) -> Tri:
+    """Is prediction tree ``p`` the same answer as gold tree ``g``?"""
+    rec = lambda x, y: compare_nodes(x, y, f, pct)  # noqa: E731
+    p, g = _dedup(p), _dedup(g)
+    if p.kind == "hedge" or g.kind == "hedge":
+        return False
+    if g.kind == "choice" or p.kind == "choice":
+        return _choice(p, g)
+    if "setminus" in (p.kind, g.kind) or {p.kind, g.kind} == {"union", "group"}:
+        r = same_real_set(p, g)
+        if r is not None:
+            return r
+    if p.kind == "union" and g.kind == "union":
+        return _unordered(p.items, g.items, rec)
+    if p.kind == "union" or g.kind == "union":  # a single interval against a union of one
+        u, o = (p, g) if p.kind == "union" else (g, p)
+        return rec(u.items[0], o) if len(u.items) == 1 else False
+    if p.kind == "eq" or g.kind == "eq":
+        return _eq(p, g, rec)
     if p.kind == "leaf" and g.kind == "leaf":
         return f(p.items[0], g.items[0], pct[0], pct[1])
-    return False
+    return _structures(p, g, rec)
 
 
 @functools.lru_cache(maxsize=8192)  # pure; a group's G answers often repeat, and its gold always does

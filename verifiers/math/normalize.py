@@ -9,7 +9,9 @@ import functools
 import re
 from typing import NamedTuple
 
-MAX_ANSWER = 2000  # longer extracted answers are not compared (a verdict of "wrong")
+from verifiers.math.numbers import words_to_number
+
+MAX_ANSWER = 20_000  # longer extracted answers are not compared (a verdict of "wrong")
 
 UNICODE = {
     "\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": "\\cdot ",
@@ -17,6 +19,7 @@ UNICODE = {
     "\u222a": "\\cup ", "\u2229": "\\cap ", "\u00b0": "^\\circ", "\u00bd": "\\frac{1}{2}", "\u2153": "\\frac{1}{3}",
     "\u2154": "\\frac{2}{3}", "\u00bc": "\\frac{1}{4}", "\u00be": "\\frac{3}{4}", "\u215b": "\\frac{1}{8}",
     "\u00b2": "^{2}", "\u00b3": "^{3}", "\u00b9": "^{1}", "\u2070": "^{0}", "\u2074": "^{4}", "\u00b1": "\\pm ",
+    "\u2205": "\\emptyset ", "\u2208": "\\in ", "\u2216": "\\setminus ", "\u211d": "\\mathbb{R}",
     "\u03b8": "\\theta ", "\u03b1": "\\alpha ", "\u03b2": "\\beta ", "\u2009": " ", "\u00a0": " ", "\u202f": " ",
 }
 _UNICODE_RE = re.compile("|".join(map(re.escape, UNICODE)))
@@ -46,12 +49,53 @@ _FRAC_ARG = r"(\d|\\[a-zA-Z]+|[a-zA-Z](?![a-zA-Z])|\{[^{}]*\})"
 _FRAC_SHORT = re.compile(r"\\[dt]?frac\s*" + _FRAC_ARG + r"\s*" + _FRAC_ARG)
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\d+|[a-zA-Z](?![a-zA-Z]))")
 _EQ_PREFIX = re.compile(r"^\s*(?:[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\))\s*=(?![=<>])\s*")
+_ROW_BREAK = re.compile(r"\\\\(?:\s*\[[^\]]*\])?")  # a matrix row break, with optional spacing [2pt]
+_MARKDOWN = re.compile(r"\*\*|__|^#+\s*|^\*|\*$")
+_REALS = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?|\\Bbb\s*\{?R\}?|\\R(?![a-zA-Z])|\b(?:the\s+set\s+of\s+)?all\s+real\s+numbers\b"
+                    r"|\ball\s+reals\b|\breal\s+numbers\b", re.I)
+_EMPTY = re.compile(r"\\(?:emptyset|varnothing|O)(?![a-zA-Z])|\\\{\s*\\\}|\\empty(?![a-zA-Z])")
+_IN_PREFIX = re.compile(r"^(?:[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+)\\in(?![a-zA-Z])")
+_SET_BUILDER = re.compile(r"^\\\{[a-zA-Z](?:\\in\(-\\infty,\\infty\))?(?:\\mid|\||:)(.+)\\\}$")
+_MIXED_PLAIN = re.compile(r"(?<![\d.,/])(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.])")
 _WORD_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?(?:answer|result|solution)\s*(?:is|:)?\s*", re.I)
 
 
 class Norm(NamedTuple):
     text: str  # canonical LaTeX-ish string, no spaces
     percent: bool  # a percent sign was removed
+
+
+def fix_sets(s: str) -> str:
+    """The reals in any spelling -> ``(-\\infty,\\infty)``; the empty set in any spelling -> ``\\emptyset``."""
+    s = _REALS.sub(r"(-\\infty,\\infty)", s)
+    return _EMPTY.sub(r"\\emptyset ", s)
+
+
+def strip_labels(s: str) -> str:
+    """``t \\in (0, 3]`` -> ``(0,3]``; ``\\{x | x \\geq 0\\}`` -> ``x\\geq0`` (spaces already gone)."""
+    s = _IN_PREFIX.sub("", s)
+    m = _SET_BUILDER.match(s)
+    return m.group(1) if m else s
+
+
+def strip_outer_braces(s: str) -> str:
+    """``{{{7}}}`` -> ``7`` in one linear pass (matching brace positions from one stack walk)."""
+    if not (s.startswith("{") and s.endswith("}")):
+        return s
+    match, stack = {}, []
+    for i, c in enumerate(s):
+        if c == "{" and (i == 0 or s[i - 1] != "\\"):
+            stack.append(i)
+        elif c == "}" and (i == 0 or s[i - 1] != "\\"):
+            if not stack:
+                return s
+            match[stack.pop()] = i
+    if stack:
+        return s
+    lo, hi = 0, len(s) - 1
+    while lo < hi and s[lo] == "{" and match.get(lo) == hi:
+        lo, hi = lo + 1, hi - 1
+    return s[lo:hi + 1]
 
 
 def unicode_to_latex(s: str) -> str:
@@ -98,6 +142,8 @@ def strip_equation_prefix(s: str) -> str:
 def normalize(s: str) -> Norm:
     """Canonical form of one answer. Raises nothing; bounded by the input length."""
     s = s[:MAX_ANSWER]
+    s = _MARKDOWN.sub("", s.strip()).strip()
+    s = _ROW_BREAK.sub(" \\\\cr ", s)  # protect matrix row breaks from the spacing commands below
     s = unicode_to_latex(s)
     s = strip_text_commands(s)
     s = _DROP_RE.sub(" ", s)
@@ -110,6 +156,9 @@ def normalize(s: str) -> Norm:
     s = _WORD_PREFIX.sub("", s.strip())
     s = s.strip().rstrip(".").strip()
     s = strip_units(s).strip()
+    s = words_to_number(s) or s
+    s = _MIXED_PLAIN.sub(r"\1\\frac{\2}{\3}", s)
+    s = fix_sets(s)
     s = fix_shorthands(s)
     s = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), s) if _is_single_number_context(s) else s
     s = s.replace("\\le ", "\\leq ").replace("\\ge ", "\\geq ")
@@ -118,19 +167,9 @@ def normalize(s: str) -> Norm:
     s = re.sub(r"\s*(?:,\s*)?\band\b\s*", ",", s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"(?<![\\a-zA-Z])\s+|\s+(?![a-zA-Z])", "", s)  # drop spaces except between command and letter
-    s = strip_equation_prefix(s)
-    while s.startswith("{") and s.endswith("}") and _balanced(s[1:-1]):
-        s = s[1:-1]
+    s = strip_labels(s)
+    s = strip_outer_braces(s)
     return Norm(s.rstrip("."), pct)
-
-
-def _balanced(s: str) -> bool:
-    depth = 0
-    for c in s:
-        depth += (c == "{") - (c == "}")
-        if depth < 0:
-            return False
-    return depth == 0
 
 
 def _is_single_number_context(s: str) -> bool:

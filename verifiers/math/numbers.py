@@ -123,16 +123,41 @@ def rounds_to(exact: float | Fraction, dec: Num) -> bool:
 
 
 def numbers_equal(a: Num, b: Num, pct_a: bool = False, pct_b: bool = False) -> bool:
-    """Exact equality, a percent read as either x or x/100, and decimals matching an exact value."""
-    cands = [(a, b)]
+    """Exact equality only (a rounded decimal is not the fraction it rounds: 0.667 != 2/3); a
+    percent is read as either x or x/100."""
+    if a.value == b.value:
+        return True
     if pct_a != pct_b:
         p, o = (a, b) if pct_a else (b, a)
-        cands.append((Num(p.value / 100, None if p.places is None else p.places + 2, p.sig), o))
-    for x, y in cands:
-        if x.value == y.value:
-            return True
-        if (x.places is None) != (y.places is None):
-            exact, dec = (x, y) if x.places is None else (y, x)
-            if rounds_to(exact.value, dec):
-                return True
+        return p.value / 100 == o.value
     return False
+
+
+_UNITS_W = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split())}
+_TENS_W = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i > 1}
+_SCALE_W = {"hundred": 100, "thousand": 1000, "million": 10 ** 6, "billion": 10 ** 9}
+
+
+def words_to_number(s: str) -> str | None:
+    """``"twenty-five"`` -> ``"25"``, ``"one hundred"`` -> ``"100"``; None unless ``s`` is only number words."""
+    words = re.sub(r"[-\s]+|\band\b", " ", s.strip().lower()).split()
+    if not words or len(words) > 12 or any(w not in _UNITS_W and w not in _TENS_W and w not in _SCALE_W for w in words):
+        return None
+    total, cur, prev = 0, 0, None
+    for w in words:
+        if w in _SCALE_W:
+            if prev is None or prev in _SCALE_W and _SCALE_W[prev] >= _SCALE_W[w]:
+                return None
+            if w == "hundred":
+                cur *= 100
+            else:
+                total, cur = total + cur * _SCALE_W[w], 0
+        else:
+            v = _UNITS_W.get(w, _TENS_W.get(w))
+            if prev in _UNITS_W or (prev in _TENS_W and w not in _UNITS_W) or (prev in _TENS_W and v >= 10):
+                return None  # "six seven", "twenty thirty", "twenty twelve"
+            cur += v
+        prev = w
+    return str(total + cur)

@@ -3,22 +3,19 @@ adversarial input; the pool kills the worker on deadline)."""
 from __future__ import annotations
 
 import random
-from fractions import Fraction
 
 import sympy
 from latex2sympy2_extended import latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
 
-from verifiers.math.compare import Node, Tri, compare, compare_nodes, fast_leaf, leaf
+from verifiers.math.compare import Node, Tri, compare, fast_leaf
 from verifiers.math.normalize import Norm
-from verifiers.math.numbers import parse_number, rounds_to
 
 _NORM = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
                             boxed="none", equations=False)
 _CONV = ConversionConfig(interpret_as_mixed_fractions=True, interpret_simple_eq_as_assignment=False,
                          interpret_contains_as_eq=True, lowercase_symbols=False)
-_REL_TOL = 1e-9
 
 
 _I = sympy.Symbol("i")
@@ -30,40 +27,75 @@ def to_sympy(s: str):
     return e.subs(_I, sympy.I) if isinstance(e, sympy.Basic) and _I in e.free_symbols else e
 
 
-def _close(va, vb) -> bool:
-    """Relative closeness of two sympy numbers, computed in arbitrary precision (no overflow)."""
-    return bool(abs(va - vb) <= _REL_TOL * sympy.Max(1, abs(va), abs(vb)))
+_DIGITS = 60  # working precision of a numeric identity test
+_ZERO = sympy.Rational(1, 10 ** 40)  # relative size below which a difference at 60 digits is zero
 
 
-def _numeric_equal(ea, eb, a: str, b: str) -> bool:
-    """Both sides free of symbols: a 30-digit numeric comparison (no simplify: too slow)."""
-    va, vb = sympy.N(ea, 30), sympy.N(eb, 30)
-    if not (va.is_number and vb.is_number) or va.has(sympy.nan) or vb.has(sympy.nan):
-        return False
-    if va.is_infinite or vb.is_infinite or va.has(sympy.zoo) or vb.has(sympy.zoo):
+def exact(e):
+    """Every float literal replaced by the exact rational it spells (``0.667`` -> ``667/1000``), so
+    a rounded decimal never equals the irrational or repeating value it approximates."""
+    if not isinstance(e, sympy.Basic):
+        return e
+    floats = e.atoms(sympy.Float)
+    return e.xreplace({f: sympy.Rational(str(f)) for f in floats}) if floats else e
+
+
+def _is_zero(d, scale) -> bool | None:
+    """Is the closed-form number ``d`` zero? Exact for rationals, else a 60-digit evaluation."""
+    if d.is_Rational:
+        return d == 0
+    v = sympy.N(d, _DIGITS)
+    if not v.is_number or v.has(sympy.nan, sympy.zoo):
+        return None
+    s = sympy.N(scale, _DIGITS)
+    return bool(abs(v) <= _ZERO * sympy.Max(1, abs(s)))
+
+
+def _numeric_equal(ea, eb) -> bool:
+    """Both sides free of symbols: exactly equal (rationals) or equal to 60 digits (closed forms)."""
+    if ea.has(sympy.oo, -sympy.oo, sympy.zoo) or eb.has(sympy.oo, -sympy.oo, sympy.zoo):
+        return ea == eb
+    return bool(_is_zero(ea - eb, abs(ea) + abs(eb)))
+
+
+def _values(e, points):
+    out = []
+    for point in points:
+        try:
+            v = e.subs(point)
+            v = v if v.is_Rational else sympy.N(v, 30)
+            out.append(v if v.is_number and not v.has(sympy.nan, sympy.zoo) else None)
+        except (TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+            out.append(None)
+    return out
+
+
+def _points(symbols, n: int = 8):
+    rng = random.Random(0)
+    return [{s: sympy.Rational(rng.randint(-97, 97), rng.randint(1, 13)) for s in symbols} for _ in range(n)]
+
+
+def _same(va, vb) -> bool:
+    if va.is_Rational and vb.is_Rational:
         return va == vb
-    na, nb = parse_number(a), parse_number(b)
-    dec = na if na is not None and na.places is not None else nb if nb is not None and nb.places is not None else None
-    if dec is not None and va.is_real and vb.is_real:  # "3.14" against pi: the decimal must be the other rounded
-        other = vb if dec is na else va
-        return rounds_to(Fraction(str(other)), dec)
-    return _close(va, vb)
+    return bool(abs(va - vb) <= sympy.Float(1e-20) * sympy.Max(1, abs(va), abs(vb)))
 
 
 def _random_points_equal(ea, eb, symbols) -> bool:
-    rng = random.Random(0)
-    tried = 0
-    for _ in range(8):
-        point = {s: sympy.Rational(rng.randint(-97, 97), rng.randint(1, 13)) for s in symbols}
-        try:
-            va = complex(sympy.N(ea.subs(point), 20))
-            vb = complex(sympy.N(eb.subs(point), 20))
-        except (TypeError, ValueError, ZeroDivisionError):
-            continue
-        tried += 1
-        if abs(va - vb) > 1e-8 * max(1.0, abs(va), abs(vb)):
-            return False
-    return tried >= 3
+    pairs = [(x, y) for x, y in zip(*(_values(e, _points(symbols)) for e in (ea, eb))) if x is not None and y is not None]
+    return len(pairs) >= 3 and all(_same(x, y) for x, y in pairs)
+
+
+def proportional(da, db) -> bool:
+    """``da = c * db`` for one nonzero constant ``c`` (the same relation: ``3x-6y-9`` and ``x-2y-3``)."""
+    symbols = sorted(da.free_symbols | db.free_symbols, key=str)
+    if not symbols:
+        return False
+    pairs = [(x, y) for x, y in zip(*(_values(e, _points(symbols, 10)) for e in (da, db))) if x is not None and y is not None]
+    ratios = [x / y for x, y in pairs if y != 0 and x != 0]
+    if len(pairs) < 4 or len(ratios) < 3 or any((x == 0) != (y == 0) for x, y in pairs):
+        return False
+    return all(_same(r, ratios[0]) for r in ratios[1:])
 
 
 def sym_leaf(a: str, b: str, pct_a: bool, pct_b: bool) -> Tri:
@@ -76,41 +108,50 @@ def sym_leaf(a: str, b: str, pct_a: bool, pct_b: bool) -> Tri:
         return False
     if not (isinstance(ea, sympy.Expr) and isinstance(eb, sympy.Expr)):
         return ea == eb
+    ea, eb = exact(ea), exact(eb)
     try:
         if pct_a != pct_b:
             scaled = (ea / 100, eb) if pct_a else (ea, eb / 100)
-            if sym_leaf_exprs(*scaled, a, b):
+            if sym_leaf_exprs(*scaled):
                 return True
-        return sym_leaf_exprs(ea, eb, a, b)
+        return sym_leaf_exprs(ea, eb)
     except (ArithmeticError, ValueError, TypeError, AttributeError, RecursionError):
         return False  # e.g. a power tower overflowing: certainly not the gold's value
 
 
-def sym_leaf_exprs(ea, eb, a: str, b: str) -> bool:
+def sym_leaf_exprs(ea, eb) -> bool:
     if ea == eb:
         return True
     symbols = ea.free_symbols | eb.free_symbols
     if not symbols:
-        return bool(_numeric_equal(ea, eb, a, b))
-    return _random_points_equal(ea, eb, symbols)  # 5 random rational points, 20 digits
+        return _numeric_equal(ea, eb)
+    return _random_points_equal(ea, eb, symbols)  # 8 random rational points, exact where rational
 
 
 def _eq_leaf(a: str, b: str, pa: bool, pb: bool) -> Tri:
     return sym_leaf(a, b, pa, pb)
 
 
+def _difference(n: Node):
+    lhs, rhs = n.items[0].items[0], n.items[1].items[0]
+    return exact(to_sympy(lhs)) - exact(to_sympy(rhs))
+
+
 def compare_symbolic(pred: Norm, gold: Norm) -> bool:
-    """Full structural comparison with sympy at the leaves; equations also as lhs - rhs."""
+    """Full structural comparison with sympy at the leaves; two equations are also the same when
+    ``lhs - rhs`` of one is a nonzero constant times that of the other (rearranged or scaled)."""
     r = compare(pred, gold, _eq_leaf)
     if r:
         return True
     from verifiers.math.compare import parse
     p, g = parse(pred.text), parse(gold.text)
-    if p.kind == "eq" and g.kind == "eq":
-        dp = leaf(f"({p.items[0].items[0]})-({p.items[1].items[0]})")
-        dg = leaf(f"({g.items[0].items[0]})-({g.items[1].items[0]})")
-        neg = leaf(f"({g.items[1].items[0]})-({g.items[0].items[0]})")
-        return bool(compare_nodes(dp, dg, _eq_leaf) or compare_nodes(dp, neg, _eq_leaf))
+    if p.kind == "eq" and g.kind == "eq" and len(p.items) == 2 and len(g.items) == 2:
+        try:
+            dp, dg = _difference(p), _difference(g)
+        except Exception:  # noqa: BLE001 - an unparseable side: not the same equation
+            return False
+        if isinstance(dp, sympy.Expr) and isinstance(dg, sympy.Expr):
+            return proportional(dp, dg)
     return False
 
 
