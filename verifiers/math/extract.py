@@ -22,6 +22,7 @@ _NUMBER = re.compile(
 _HEDGE_BEFORE = re.compile(r"(?:\d|\})\s*(?:or|and/or|,|/)\s*$|\b(?:either|maybe|perhaps|possibly)\b[^.\n]*$", re.I)
 _PROSE_TAIL = re.compile(r",?\s+(?:since|because|as|which|so|given|when|where|for|from)\b|,\s+(?=[a-zA-Z]{3,}\b)")
 _TAIL = 4000  # the fallback looks only at the end of the response
+_NEGATED = re.compile(r"^\s*not\s+[^,;]*?[,;]?\s+(?:but|it\s+is|it's|rather|instead)\s+", re.I)  # "not 4, but 6"
 
 
 def strip_think(text: str) -> str:
@@ -79,8 +80,9 @@ def after_marker(text: str) -> str | None:
         last = m
     if last is None:
         return None
-    rest = text[-_TAIL:][last.end():]
-    line = rest.strip().split("\n", 1)[0].strip()
+    rest = text[-_TAIL:][last.end():].strip().strip("*").strip()
+    line = rest.split("\n", 1)[0].strip()
+    line = _NEGATED.sub("", line, count=1)
     line = re.split(r"(?<=[^\d\\])\.\s|\.$", line, maxsplit=1)[0]  # end of sentence, not a decimal point
     line = _PROSE_TAIL.split(line, maxsplit=1)[0]
     line = line.strip().strip("$").strip()
