@@ -1,4 +1,4 @@
-"""The math answer verifier: extract the final answer, compare it with the gold answer.
+r"""The math answer verifier: extract the final answer, compare it with the gold answer.
 
     >>> from verifiers.math import check
     >>> check("so the answer is $\\boxed{0.5}$", "\\frac12").status
@@ -14,6 +14,7 @@ comes back in about ``timeout`` seconds, from any thread.
 from __future__ import annotations
 
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
@@ -69,10 +70,14 @@ def _prepare(response: str, gold: Any, fallback: str) -> _Prepared:
         return _Prepared(verifiers.error_verdict(e))
 
 
-def _finish(p: _Prepared, timeout: float) -> Verdict:
+def _finish(p: _Prepared, timeout: float, start: float | None = None) -> Verdict:
+    """The verdict; a symbolic job gets what is left of ``timeout`` counted from ``start``."""
     if p.verdict is not None:
         return p.verdict
-    res = get_pool().run("compare_symbolic", (p.pred, p.gold), timeout)
+    left = timeout if start is None else timeout - (time.perf_counter() - start)
+    if left <= 0:
+        return Verdict(0.0, "timeout", p.answer, f"no result within {timeout:g}s")
+    res = get_pool().run("compare_symbolic", (p.pred, p.gold), left)
     if res.status == "ok":
         return _verdict(bool(res.value), p.answer, "symbolic match" if res.value else "symbolic mismatch")
     if res.status == "timeout":
@@ -88,7 +93,8 @@ def _check_timeout(timeout: float) -> float:
 
 def check(response: str, gold: Any, *, fallback: str = "last_number", timeout: float = DEFAULT_TIMEOUT) -> Verdict:
     """Verdict for one model response against one gold answer (raw answer or full solution)."""
-    return _finish(_prepare(response, gold, fallback), _check_timeout(timeout))
+    start = time.perf_counter()
+    return _finish(_prepare(response, gold, fallback), _check_timeout(timeout), start)
 
 
 def check_batch(responses: Sequence[str], golds: Sequence[Any], *, fallback: str | Sequence[str] = "last_number",

@@ -4,7 +4,8 @@ Each worker owns a pipe. A caller (any thread) takes an idle worker, sends one j
 the pipe until its deadline; past it the worker is SIGKILLed and a replacement is started in the
 background. No ``signal.alarm``: this works from any thread and inside any process. Workers are
 plain subprocesses that import sympy once and then serve many jobs; a kill is rare (adversarial
-input) and its replacement starts off the caller's path. The pool is created lazily on first use
+input); the kill and the replacement run off the caller's path while a spare warm worker
+takes the job stream, so no caller waits for a restart. The pool is created lazily on first use
 and torn down at exit.
 """
 from __future__ import annotations
@@ -102,15 +103,26 @@ class _Worker:
 
 
 class WorkerPool:
-    """At most ``size`` workers; ``run`` blocks for a free one, then enforces the deadline."""
+    """``size`` workers plus ``spare`` warm ones; ``run`` takes an idle worker and enforces the
+    deadline. A worker killed at its deadline is replaced in the background and the spare takes its
+    place at once, so a restart is never charged to any caller: every call returns within its
+    limit (plus scheduling noise). Only the very first start of the pool, once per process, is
+    waited for outside the deadline (``warm()`` does it up front)."""
 
-    def __init__(self, size: int | None = None):
+    def __init__(self, size: int | None = None, spare: int = 1):
         self.size = size or default_size()
+        self.spare = spare
         self._idle: list[_Worker] = []
         self._alive = 0  # started or starting
         self._cv = threading.Condition()
         self._closed = False
+        self._ready_once = False  # some worker has been ready: later starts are never waited for
+        self._failed_starts = 0
         self.kills = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.size + self.spare
 
     def _start_one(self) -> _Worker | None:
         w = _Worker()
@@ -119,52 +131,68 @@ class WorkerPool:
         w.kill()
         return None
 
+    def _spawn_locked(self) -> None:
+        """Start one worker in the background (caller holds the lock)."""
+        self._alive += 1
+        threading.Thread(target=self._add_started, daemon=True, name="math-worker-start").start()
+
     def _acquire(self, deadline: float) -> tuple[_Worker | None, bool]:
-        """An idle worker; a fresh one when below ``size`` (startup not charged to the deadline);
-        None when every worker is busy or restarting until ``deadline``."""
+        """An idle worker, or None when none is free by ``deadline``. Missing workers are started
+        in the background; the returned flag says the caller waited for the pool's first start."""
+        first = False
         with self._cv:
-            while not self._idle and self._alive >= self.size:
-                left = deadline - time.perf_counter()
+            while True:
                 if self._closed:
                     raise RuntimeError("worker pool is closed")
+                if self._idle:
+                    return self._idle.pop(), first
+                if self._alive < self.capacity:
+                    self._spawn_locked()
+                if not self._ready_once:  # the process's first start: wait for it, uncharged
+                    if self._failed_starts and self._alive == 0:
+                        raise RuntimeError("math worker failed to start")
+                    first = True
+                    self._cv.wait(0.5)
+                    continue
+                left = deadline - time.perf_counter()
                 if left <= 0:
                     return None, False
                 self._cv.wait(min(left, 0.5))
-            if self._idle:
-                return self._idle.pop(), False
-            self._alive += 1
-        w = self._start_one()
-        if w is None:
-            self._forget()
-            raise RuntimeError("math worker failed to start")
-        return w, True
 
     def _release(self, w: _Worker) -> None:
         with self._cv:
             if self._closed:
-                w.kill()
                 self._alive -= 1
+                threading.Thread(target=w.kill, daemon=True).start()
             else:
                 self._idle.append(w)
-            self._cv.notify()
+                self._ready_once = True
+            self._cv.notify_all()
 
-    def _forget(self) -> None:
+    def _forget(self, failed: bool = False) -> None:
         with self._cv:
             self._alive -= 1
-            self._cv.notify()
+            self._failed_starts += failed
+            self._cv.notify_all()
 
-    def _replace_later(self) -> None:
-        """Start a replacement in the background so the next caller does not pay for it."""
-        threading.Thread(target=self._add_started, daemon=True, name="math-worker-respawn").start()
+    def _discard(self, w: _Worker) -> None:
+        """Kill ``w`` and start its replacement, both off the caller's path."""
+        def work():
+            w.kill()
+            self._forget()
+            with self._cv:
+                if not self._closed and self._alive < self.capacity:
+                    self._spawn_locked()
+        threading.Thread(target=work, daemon=True, name="math-worker-respawn").start()
 
     def run(self, fn_name: str, args: tuple, timeout: float) -> Result:
         """Run ``symbolic.<fn_name>(*args)`` in a worker; kill it if ``timeout`` seconds pass."""
         t0 = time.perf_counter()
         deadline = t0 + timeout
-        w, cold = self._acquire(deadline)
+        w, first = self._acquire(deadline)
         if w is None:
             return Result("timeout", f"no worker free within {timeout:g}s", time.perf_counter() - t0)
-        if cold:  # this call started the worker: its one-off startup is not charged to the job
+        if first:  # the pool's one-off first start is not charged to the job
             t0 = time.perf_counter()
             deadline = t0 + timeout
         try:
@@ -174,38 +202,35 @@ class WorkerPool:
                 self._release(w)
                 return Result(status, value, time.perf_counter() - t0)
         except (EOFError, OSError, BrokenPipeError) as e:
-            w.kill()
-            self._forget()
+            self._discard(w)
             return Result("error", f"worker died: {type(e).__name__}", time.perf_counter() - t0)
-        w.kill()
         self.kills += 1
-        self._replace_later()  # the dead worker's slot passes to its replacement
+        self._discard(w)
         return Result("timeout", f"no result within {timeout:g}s", time.perf_counter() - t0)
 
     def warm(self) -> None:
-        """Start every worker now (in parallel) instead of on first need."""
+        """Start every worker (and the spare) now, in parallel, instead of on first need."""
         with self._cv:
-            missing = self.size - self._alive
-            self._alive += missing
-        threads = [threading.Thread(target=self._add_started) for _ in range(missing)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            for _ in range(self.capacity - self._alive):
+                self._spawn_locked()
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> bool:
-        """Block until all ``size`` workers are started and idle (e.g. after kills); False on timeout."""
-        self.warm()
+        """Block until all workers and the spare are started and idle (e.g. after kills)."""
         end = time.perf_counter() + timeout
         with self._cv:
-            while len(self._idle) < self.size and time.perf_counter() < end:
+            for _ in range(self.capacity - self._alive):
+                self._spawn_locked()
+            while len(self._idle) < self.capacity and time.perf_counter() < end:
+                if self._alive < self.capacity:
+                    self._spawn_locked()
                 self._cv.wait(0.2)
-            return len(self._idle) >= self.size
+            return len(self._idle) >= self.capacity
 
     def _add_started(self) -> None:
         w = self._start_one()
         if w is None:
-            self._forget()
+            self._forget(failed=True)
         else:
             self._release(w)
 
