@@ -1,5 +1,6 @@
 """verifiers.code: formats, extraction, verdicts, and the real HumanEval / MBPP references."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ import verifiers
 from reasoner.types import Problem
 from verifiers.code import batch, check, extract, require_isolation
 
-DATA = Path("/work/shared/data")
+# the real benchmark files: $REASONER_DATA_DIR, else ../shared/data next to the repository
+DATA = Path(os.environ.get("REASONER_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 CALLS = {"format": "calls", "entry_point": "add", "cases": [
     {"args": [1, 2], "kwargs": {}, "expected": 3}, {"args": [[1], [2]], "kwargs": {}, "expected": [1, 2]}]}
 
@@ -75,7 +77,7 @@ def test_require_isolation():
 
 def _rows(path):
     if not path.exists():
-        pytest.skip(f"{path} missing (see /work/shared/data/SOURCES.md)")
+        pytest.skip(f"{path} missing (set REASONER_DATA_DIR; see shared/data/SOURCES.md)")
     return [json.loads(line) for line in path.open()]
 
 

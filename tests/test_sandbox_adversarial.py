@@ -16,6 +16,9 @@ import pytest
 from verifiers.code import check, isolation_report
 
 DATA = json.loads((Path(__file__).parent / "sandbox_programs" / "calls_programs.json").read_text())
+ROOT = Path(__file__).resolve().parent.parent  # the project checkout (what @PROJECT@ names)
+# the sandbox's own code; other parts of the checkout may be edited while the suite runs
+OWN = [ROOT / "verifiers" / "sandbox", ROOT / "verifiers" / "code"]
 MARK = "777.5"  # argv of the `sleep` children the daemon programs leave behind
 N = random.randrange(10**6, 10**7)
 SECRET = str(random.randrange(10**8, 10**9))
@@ -34,7 +37,7 @@ def _strays() -> list[str]:
 
 
 def _snapshot(root: Path) -> dict:
-    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +62,15 @@ def host(tmp_path_factory):
     threading.Thread(target=serve, daemon=True).start()
     os.environ["SBX_SECRET"] = str(N * 7919 + 13)
     before = _snapshot(d)
-    project = _snapshot(Path(__file__).parent.parent / "verifiers")
+    project = [_snapshot(p) for p in OWN]
     yield {"dir": d, "port": srv.getsockname()[1], "hits": hits}
     stop.set()
     srv.close()
     del os.environ["SBX_SECRET"]
     assert not hits, "a sandboxed program reached the host's loopback server"
     assert _snapshot(d) == before, "a file outside the sandbox changed"
-    assert _snapshot(Path(__file__).parent.parent / "verifiers") == project
-    assert not Path("/work/main/pwned").exists()
+    assert [_snapshot(p) for p in OWN] == project
+    assert not (ROOT / "pwned").exists()
     assert not _strays(), f"processes outlived their sandbox: {_strays()}"
 
 
@@ -76,7 +79,7 @@ def _tests():
 
 
 def _fill(src: str, host) -> str:
-    return src.replace("@HOST@", str(host["dir"])).replace("@PORT@", str(host["port"]))
+    return src.replace("@HOST@", str(host["dir"])).replace("@PORT@", str(host["port"])).replace("@PROJECT@", str(ROOT))
 
 
 def test_machine_is_strongly_isolated():

@@ -14,7 +14,8 @@
   plain return values; the parent replays the ORIGINAL test with those values.
 
 Verdict statuses: ``correct`` (every test passed; score 1, or the fraction with
-``partial=True``), ``wrong`` (a test failed), ``timeout`` (the deadline stopped it),
+``partial=True``), ``wrong`` (a test failed), ``timeout`` (a time limit stopped it: the CPU
+budget ``timeout``, or the generous wall-clock safety net; ``detail`` says which),
 ``error`` (no runnable program: syntax error, crash on load, early exit, bad tests).
 ``detail`` names the first failing test index and why.
 
@@ -73,21 +74,25 @@ def _lines(stdout: bytes) -> list[dict]:
     return out
 
 
-def _limits(wall_s: float) -> sandbox.Limits:
-    return sandbox.Limits(wall_s=wall_s, cpu_s=max(1, int(wall_s) + 1))
+def _limits(plan: formats.Plan, wall_timeout: float | None) -> sandbox.Limits:
+    return sandbox.Limits(cpu_s=plan.cpu_s, wall_s=wall_timeout or sandbox.wall_for(plan.cpu_s))
 
 
-def _verdict(plan: formats.Plan, res: sandbox.RunResult, partial: bool) -> Verdict:
+def _not_loaded(plan: formats.Plan, res: sandbox.RunResult, lim: sandbox.Limits) -> Verdict:
+    if res.timed_out:
+        return Verdict(0.0, "timeout", plan.program, f"timed out while loading: {res.why_timed_out(lim)}")
+    why = "output over the cap" if res.truncated else f"exit code {res.returncode}"
+    tail = res.stderr.decode(errors="replace").strip()[-150:]
+    return Verdict(0.0, "error", plan.program, f"sandbox run ended before the program loaded ({why}) {tail}".strip())
+
+
+def _verdict(plan: formats.Plan, res: sandbox.RunResult, partial: bool, lim: sandbox.Limits) -> Verdict:
     lines = _lines(res.stdout)
     events = {ln.get("event"): ln for ln in lines if "event" in ln}
     if "load_error" in events:
         return Verdict(0.0, "error", plan.program, f"program failed: {events['load_error'].get('error')}")
     if "loaded" not in events:
-        if res.timed_out:
-            return Verdict(0.0, "timeout", plan.program, f"timed out after {plan.wall_s:.1f}s while loading")
-        why = "output over the cap" if res.truncated else f"exit code {res.returncode}"
-        tail = res.stderr.decode(errors="replace").strip()[-150:]
-        return Verdict(0.0, "error", plan.program, f"sandbox run ended before the program loaded ({why}) {tail}".strip())
+        return _not_loaded(plan, res, lim)
     results = plan.judge(lines)
     if not results:
         return Verdict(0.0, "error", plan.program, "no tests to run")
@@ -95,20 +100,29 @@ def _verdict(plan: formats.Plan, res: sandbox.RunResult, partial: bool) -> Verdi
     if passed == len(results):
         return Verdict(1.0, "correct", plan.program, f"{passed}/{len(results)} tests passed")
     i = next(k for k, r in enumerate(results) if r is not None)
-    status = "timeout" if res.timed_out and "done" not in events else "wrong"
-    if res.truncated and "done" not in events:
-        status = "error"
+    status = "timeout" if isinstance(results[i], formats.TimedOut) else "wrong"
+    msg = results[i]
+    if "done" not in events and (res.timed_out or res.truncated):
+        status = "timeout" if res.timed_out else "error"
+        why = res.why_timed_out(lim) if res.timed_out else "output over the cap"
+        msg = f"{status} ({why})" + ("" if results[i] == "not reached" else f": {results[i]}")
     score = passed / len(results) if partial else 0.0
-    msg = results[i] if status == "wrong" else f"{status} ({results[i]})"
     return Verdict(score, status, plan.program, f"test {i}: {msg}; {passed}/{len(results)} passed")
 
 
-def check(response: str, tests: dict, *, timeout: float = DEFAULT_TIMEOUT, partial: bool = False) -> Verdict:
-    """Score one response against ``tests`` (see the module docstring for the formats)."""
+def check(response: str, tests: dict, *, timeout: float = DEFAULT_TIMEOUT, partial: bool = False,
+          wall_timeout: float | None = None) -> Verdict:
+    """Score one response against ``tests`` (see the module docstring for the formats).
+
+    ``timeout`` is CPU seconds (per stdio case; for the whole run otherwise): the same budget
+    on an idle and a busy machine. ``wall_timeout`` is the safety net for programs that sleep
+    or block (default ``sandbox.wall_for``); a ``timeout`` verdict says which one fired.
+    """
     plan = formats.plan(response, tests, timeout)  # bad tests raise ValueError: caller's bug
-    task = dict(plan.task, limits=dataclasses.asdict(_limits(plan.wall_s)))
-    res = sandbox.run_python(HARNESS_SOURCE, json.dumps(task).encode(), _limits(plan.wall_s))
-    return _verdict(plan, res, partial)
+    lim = _limits(plan, wall_timeout)
+    task = dict(plan.task, limits=dict(dataclasses.asdict(lim), rlimit_cpu_s=sandbox.rlimit_cpu(lim)))
+    res = sandbox.run_python(HARNESS_SOURCE, json.dumps(task).encode(), lim)
+    return _verdict(plan, res, partial, lim)
 
 
 def _one(completion: str, problem: Any) -> Verdict:

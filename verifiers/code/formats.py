@@ -10,10 +10,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from verifiers import sandbox
 from verifiers.code import extract, harness, replay
 
 FORMATS = ("humaneval", "mbpp", "stdio", "calls")
 CASE_OUTPUT_BYTES = 1 << 20
+
+
+class TimedOut(str):
+    """A test's failure reason that is a time limit, not a wrong answer."""
 
 
 @dataclass
@@ -22,7 +27,7 @@ class Plan:
     task: dict
     n_tests: int
     judge: Callable[[list[dict]], list[str | None]]
-    wall_s: float
+    cpu_s: float  # the run's CPU budget
     meta: dict = field(default_factory=dict)
 
 
@@ -123,7 +128,7 @@ def _plan_stdio(response: str, tests: dict, timeout: float) -> Plan:
     cases = tests["cases"]
     tol = tests.get("float_tol")
     task = {"mode": "stdio", "program": program, "cases": [c["input"] for c in cases],
-            "case_timeout": timeout, "case_output_bytes": CASE_OUTPUT_BYTES}
+            "case_cpu_s": timeout, "case_wall_s": sandbox.wall_for(timeout), "case_output_bytes": CASE_OUTPUT_BYTES}
 
     def judge(lines: list[dict]) -> list[str | None]:
         res = []
@@ -131,7 +136,8 @@ def _plan_stdio(response: str, tests: dict, timeout: float) -> Plan:
             if ln is None:
                 res.append("not reached")
             elif ln.get("timeout"):
-                res.append(f"timed out after {timeout}s")
+                res.append(TimedOut(f"CPU time limit of {timeout:g}s reached" if ln["timeout"] == "cpu" else
+                                    f"wall-clock safety limit of {task['case_wall_s']:g}s reached (sleeping or blocked)"))
             elif ln.get("truncated"):
                 res.append(f"output over the {CASE_OUTPUT_BYTES} byte cap")
             elif ln.get("exit") != 0:

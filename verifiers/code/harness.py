@@ -109,7 +109,8 @@ def _fmt(e):
 def _limits(lim):
     import resource as r
     mb = 1 << 20
-    for res, val in ((r.RLIMIT_CPU, lim["cpu_s"]), (r.RLIMIT_AS, lim["memory_mb"] * mb),
+    cpu = lim.get("rlimit_cpu_s") or int(-(-lim["cpu_s"] // 1))
+    for res, val in ((r.RLIMIT_CPU, cpu), (r.RLIMIT_AS, lim["memory_mb"] * mb),
                      (r.RLIMIT_FSIZE, lim["fsize_mb"] * mb), (r.RLIMIT_NOFILE, lim["nofile"]), (r.RLIMIT_CORE, 0)):
         soft, hard = r.getrlimit(res)
         val = val if hard == r.RLIM_INFINITY else min(val, hard)
@@ -179,9 +180,13 @@ def _record(task, chan):
         chan.emit(event="test_error", error=_fmt(e))
 
 
-def _run_case(program, stdin_path, out_path):
+def _run_case(program, stdin_path, out_path, cpu_s):
     """Child of the harness: stdin/stdout are files, the channel is closed."""
+    import resource as r
     os.setpgid(0, 0)
+    soft, hard = r.getrlimit(r.RLIMIT_CPU)
+    cap = cpu_s if hard == r.RLIM_INFINITY else min(cpu_s, hard)
+    r.setrlimit(r.RLIMIT_CPU, (cap, cap))  # backstop: the harness polls this case's CPU time
     fd_in = os.open(stdin_path, os.O_RDONLY)
     fd_out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd_in, 0)
@@ -202,28 +207,46 @@ def _run_case(program, stdin_path, out_path):
     os._exit(code)
 
 
-def _wait(pid, timeout):
+def _cpu_of(pid):
+    """CPU seconds (user + system) of a running process, from /proc; 0.0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _wait(pid, cpu_s, wall_s):
+    """(exit code, None) or (None, "cpu" | "wall"): the case's CPU budget, then a wall safety net."""
     import signal
     import time
-    end = time.monotonic() + timeout
+    end, fired = time.monotonic() + wall_s, None
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status, ru = os.wait4(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status), False
+            code = os.waitstatus_to_exitcode(status)
+            hit = code in (-signal.SIGKILL, -signal.SIGXCPU) and ru.ru_utime + ru.ru_stime >= cpu_s - 0.05
+            return (None, "cpu") if hit else (code, None)
         if time.monotonic() > end:
+            fired = "wall"
+        elif _cpu_of(pid) >= cpu_s:
+            fired = "cpu"
+        if fired:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return None, True
-        time.sleep(0.001)
+            return None, fired
+        time.sleep(0.005)
 
 
 def _stdio(task, chan):
     compile(task["program"], "<program>", "exec")  # a syntax error is a load error
     chan.emit(event="loaded")
     cap = task["case_output_bytes"]
+    cpu_s = task["case_cpu_s"]
     for i, text in enumerate(task["cases"]):
         inp, out = f"/tmp/.in{i}", f"/tmp/.out{i}"
         with open(inp, "w") as f:
@@ -231,14 +254,14 @@ def _stdio(task, chan):
         pid = os.fork()
         if pid == 0:
             os.close(chan.fd)
-            _run_case(task["program"], inp, out)
-        code, timed_out = _wait(pid, task["case_timeout"])
+            _run_case(task["program"], inp, out, int(-(-cpu_s // 1)) + 1)
+        code, timed_out = _wait(pid, cpu_s, task["case_wall_s"])
         try:
             with open(out, "rb") as f:
                 data = f.read(cap + 1)
         except OSError:
             data = b""
-        chan.emit(case=i, stdout=data[:cap].decode("utf-8", "replace"), exit=code, timeout=timed_out,
+        chan.emit(case=i, stdout=data[:cap].decode("utf-8", "replace"), exit=code, timeout=timed_out or False,
                   truncated=len(data) > cap)
 
 

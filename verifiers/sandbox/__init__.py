@@ -16,8 +16,16 @@ site-packages, no environment) and returns a ``RunResult``. What isolates it, st
   enforced by the kernel: the pids cgroup is what stops fork bombs there.)
 * **rlimits**, set by the trusted harness before any untrusted line runs (hard limits, so the
   program cannot raise them): CPU seconds, address space, file size, open files, no core.
-* **The parent** enforces the wall-clock deadline (then kills the whole process group and
-  cgroup) and caps the bytes read from stdout and stderr.
+* **The parent** enforces the time limits (then kills the whole process group and cgroup) and
+  caps the bytes read from stdout and stderr.
+
+Time limits measure the program, not the host. ``Limits.cpu_s`` is the deadline for work: the
+CPU time of every process and thread of the run together, read from the run's cgroup (polled
+by the parent), so a correct program gets the same budget on an idle or a loaded machine.
+``Limits.wall_s`` is only a safety net for programs that sleep or block (``wall_for`` gives
+a generous default). Where no cgroup measures CPU, ``RLIMIT_CPU`` (per process) is the CPU
+limit and a run killed by it is reported as such. ``RunResult.limit`` says which one fired:
+``"cpu"``, ``"wall"`` or ``None``.
 
 Without bwrap (``level == "weak"``) only the process group, clean environment, rlimits,
 cgroup, deadline and output caps remain: the program can read the machine's files and use the
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import selectors
 import shutil
@@ -40,10 +49,19 @@ from typing import NamedTuple
 from verifiers.sandbox import cgroups
 
 
+WALL_FACTOR = 3.0  # the wall-clock safety net: max(WALL_FACTOR * cpu_s, cpu_s + WALL_EXTRA_S)
+WALL_EXTRA_S = 20.0
+
+
+def wall_for(cpu_s: float) -> float:
+    """The default wall-clock safety net for a CPU budget (generous: only sleepers hit it)."""
+    return max(WALL_FACTOR * cpu_s, cpu_s + WALL_EXTRA_S)
+
+
 @dataclass(frozen=True)
 class Limits:
-    wall_s: float = 10.0  # enforced by the parent
-    cpu_s: int = 10  # RLIMIT_CPU (all threads together)
+    wall_s: float = 40.0  # safety net for sleeping or blocked programs, enforced by the parent
+    cpu_s: float = 10.0  # CPU seconds of the whole run (cgroup, polled by the parent; else RLIMIT_CPU)
     memory_mb: int = 1024  # RLIMIT_AS and the cgroup memory limit
     nproc: int = 64  # pids.max of the run's cgroup (processes + threads)
     fsize_mb: int = 16  # RLIMIT_FSIZE, and the size of the private /tmp
@@ -53,12 +71,27 @@ class Limits:
 
 
 class RunResult(NamedTuple):
-    returncode: int | None  # None when killed by the deadline or the output cap
+    returncode: int | None  # None when killed by a time limit or the output cap
     stdout: bytes
     stderr: bytes
     timed_out: bool
     truncated: bool  # stdout went over limits.stdout_bytes
     wall_s: float
+    limit: str | None = None  # the time limit that fired: "cpu", "wall", or None
+    cpu_s: float | None = None  # CPU seconds the run used (None where not measured)
+
+    def why_timed_out(self, limits: "Limits") -> str:
+        """One line: which limit stopped the run."""
+        if self.limit == "cpu":
+            return f"CPU time limit of {limits.cpu_s:g}s reached"
+        used = "" if self.cpu_s is None else f" with {self.cpu_s:.2f}s of CPU used"
+        return f"wall-clock safety limit of {limits.wall_s:g}s reached{used} (sleeping or blocked)"
+
+
+def rlimit_cpu(limits: Limits) -> int:
+    """RLIMIT_CPU seconds for the harness: a backstop 1s past the budget where the cgroup
+    measures CPU, else the budget itself (then it is the CPU limit)."""
+    return math.ceil(limits.cpu_s) + (1 if cgroups.measures_cpu() else 0)
 
 
 _SBX_PY = "/sbx/python"  # where the Python install is mounted inside the sandbox
@@ -116,21 +149,54 @@ def _argv(level: str, limits: Limits, source: str) -> list[str]:
     return [_python_exe()] + py
 
 
-def _read_capped(proc: subprocess.Popen, limits: Limits, deadline: float) -> tuple[bytes, bytes, bool, bool]:
-    """Read stdout/stderr until EOF, the deadline, or the stdout cap (then kill)."""
+_POLL_S = 0.05  # how often the parent reads the run's CPU time
+_CPU_KILL_CODES = (-signal.SIGKILL, -signal.SIGXCPU, 128 + signal.SIGKILL, 128 + signal.SIGXCPU)
+
+
+class _Watch:
+    """The two time limits of one run: CPU seconds (read from its cgroup) and wall seconds."""
+
+    def __init__(self, limits: Limits, cg: cgroups.RunCgroup | None, t0: float):
+        self.limits, self.cg, self.t0 = limits, cg, t0
+        self.meter = cg is not None and cg.cpu_seconds() is not None
+        self.fired: str | None = None
+        self._next_read = t0
+
+    def cpu(self) -> float | None:
+        return self.cg.cpu_seconds() if self.meter else None
+
+    def check(self) -> float:
+        """Seconds until the next check is due; sets ``fired`` once a limit is passed."""
+        now = time.monotonic()
+        wall_left = self.t0 + self.limits.wall_s - now
+        if wall_left <= 0:
+            self.fired = "wall"
+            return 0.0
+        if not self.meter:
+            return min(wall_left, 1.0)
+        if now >= self._next_read:
+            self._next_read = now + _POLL_S
+            used = self.cpu()
+            if used is not None and used >= self.limits.cpu_s:
+                self.fired = "cpu"
+                return 0.0
+        return max(min(wall_left, self._next_read - now), 0.001)
+
+
+def _read_capped(proc: subprocess.Popen, limits: Limits, watch: _Watch) -> tuple[bytes, bytes, bool]:
+    """Read stdout/stderr until EOF, a time limit (``watch.fired``), or the stdout cap."""
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     caps = {proc.stdout: limits.stdout_bytes, proc.stderr: limits.stderr_bytes}
     sel = selectors.DefaultSelector()
     for f in bufs:
         os.set_blocking(f.fileno(), False)
         sel.register(f, selectors.EVENT_READ)
-    timed_out = truncated = False
-    while sel.get_map():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            timed_out = True
+    truncated = False
+    while sel.get_map() and not truncated:
+        wait = watch.check()
+        if watch.fired:
             break
-        for key, _ in sel.select(timeout=min(left, 1.0)):
+        for key, _ in sel.select(timeout=wait):
             f = key.fileobj
             try:
                 chunk = os.read(f.fileno(), 65536)
@@ -142,12 +208,19 @@ def _read_capped(proc: subprocess.Popen, limits: Limits, deadline: float) -> tup
             buf = bufs[f]
             room = caps[f] - len(buf)
             buf += chunk[: max(room, 0)]
-            if len(chunk) > room and f is proc.stdout:
-                truncated = True
-        if truncated:
-            break
+            truncated = truncated or (len(chunk) > room and f is proc.stdout)
     sel.close()
-    return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, truncated
+    return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), truncated
+
+
+def _wait_exit(proc: subprocess.Popen, watch: _Watch) -> int | None:
+    """Wait for the process to exit while the time limits hold; None if one fired first."""
+    while not watch.fired:
+        try:
+            return proc.wait(timeout=max(watch.check(), 0.001))
+        except subprocess.TimeoutExpired:
+            continue
+    return None
 
 
 def _kill_tree(proc: subprocess.Popen, cg: cgroups.RunCgroup | None) -> None:
@@ -159,39 +232,47 @@ def _kill_tree(proc: subprocess.Popen, cg: cgroups.RunCgroup | None) -> None:
         cg.kill_all()
 
 
+def _start(level: str, limits: Limits, source: str, cg: cgroups.RunCgroup | None) -> subprocess.Popen:
+    """``sh`` joins the run's cgroup (before bwrap forks anything), sets RLIMIT_CPU (hard, so
+    every process of the run inherits it), then execs the sandbox."""
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SBX_CG": " ".join(cg.procs_files) if cg else "",
+           "SBX_CPU": str(rlimit_cpu(limits) if cg is not None else math.ceil(limits.cpu_s))}
+    script = 'for f in $SBX_CG; do echo $$ > "$f" || exit 97; done; ulimit -t "$SBX_CPU"; unset SBX_CG SBX_CPU; exec "$@"'
+    argv = ["/bin/sh", "-c", script, "sh", *_argv(level, limits, source)]
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd="/", start_new_session=True, close_fds=True)
+
+
 def run_python(source: str, stdin: bytes = b"", limits: Limits = Limits(), level: str | None = None) -> RunResult:
     """Run ``python -I -S -c source`` isolated at ``level`` (default: the best available)."""
     level = level or isolation_report()["level"]
     cg = cgroups.RunCgroup.create(f"r{os.getpid()}-{next(_counter)}", limits.memory_mb, limits.nproc)
-    argv = _argv(level, limits, source)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    if cg is not None:  # join the run's cgroup(s) before bwrap forks anything
-        env["SBX_CG"] = " ".join(cg.procs_files)
-        argv = ["/bin/sh", "-c", 'for f in $SBX_CG; do echo $$ > "$f" || exit 97; done; unset SBX_CG; exec "$@"',
-                "sh", *argv]
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, cwd="/",
-                            start_new_session=True, close_fds=True)
+    proc = _start(level, limits, source, cg)
+    watch = _Watch(limits, cg, t0)
+    rc, cpu = None, None
     try:
         _feed(proc, stdin)
-        out, err, timed_out, truncated = _read_capped(proc, limits, t0 + limits.wall_s)
-        if timed_out or truncated:
-            _kill_tree(proc, cg)
-        try:
-            rc = proc.wait(timeout=max(0.5, t0 + limits.wall_s + 1 - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _kill_tree(proc, cg)
-            rc = proc.wait()
-            timed_out = True
+        out, err, truncated = _read_capped(proc, limits, watch)
+        if not (watch.fired or truncated):
+            rc = _wait_exit(proc, watch)
     finally:
         _kill_tree(proc, cg)  # nothing outlives the run, even on success
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         for f in (proc.stdin, proc.stdout, proc.stderr):
             f.close()
         if cg is not None:
+            cpu = watch.cpu()
             cg.remove()
+    limit = watch.fired
+    if limit is None and not truncated and not watch.meter and rc in _CPU_KILL_CODES:
+        limit = "cpu"  # no CPU meter here: a run killed by SIGKILL/SIGXCPU hit RLIMIT_CPU
+    timed_out = limit is not None
     rc_out = None if (timed_out or truncated) else rc
-    return RunResult(rc_out, out, err, timed_out, truncated, time.monotonic() - t0)
+    return RunResult(rc_out, out, err, timed_out, truncated, time.monotonic() - t0, limit, cpu)
 
 
 def _feed(proc: subprocess.Popen, data: bytes) -> None:

@@ -4,6 +4,10 @@
 makes one run's group with ``pids.max`` and a memory limit, or returns ``None`` where the
 machine does not let us (no delegation, read-only cgroupfs): the sandbox then relies on its
 PID namespace, rlimits and deadline alone.
+
+``RunCgroup.cpu_seconds()`` is the CPU time used by every process and thread of the run
+together (v2 ``cpu.stat`` ``usage_usec``, which every v2 group has; v1 ``cpuacct.usage``
+when the ``cpuacct`` hierarchy is writable too), or ``None`` where it cannot be measured.
 """
 from __future__ import annotations
 
@@ -38,11 +42,14 @@ def _try_write(path: str, value: str) -> bool:
 
 
 def _base_dirs_v1() -> list[str] | None:
+    """pids and memory (required), then cpuacct (optional: CPU accounting)."""
     own = _own_paths()
     dirs = []
-    for ctrl in ("pids", "memory"):
+    for ctrl in ("pids", "memory", "cpuacct"):
         mount = os.path.join(ROOT, ctrl)
         if ctrl not in own or not os.path.isdir(mount):
+            if ctrl == "cpuacct":
+                break
             return None
         dirs.append(os.path.join(mount, own[ctrl].lstrip("/"), GROUP))
     return dirs
@@ -65,8 +72,14 @@ def _setup() -> tuple[str | None, tuple[str, ...]]:
             dirs = fn()
             if dirs is None:
                 continue
-            for d in dirs:
-                os.makedirs(d, exist_ok=True)
+            for i, d in enumerate(list(dirs)):
+                try:
+                    os.makedirs(d, exist_ok=True)
+                except OSError:
+                    if kind == "v2" or i < 2:
+                        raise
+                    dirs = dirs[:i]  # no writable cpuacct: limits still work, CPU is not measured
+                    break
             probe = RunCgroup._make(kind, tuple(dirs), f"probe{os.getpid()}", 64, 8)
             if probe is not None:
                 probe.remove()
@@ -96,12 +109,15 @@ class RunCgroup:
 
     @classmethod
     def _make(cls, kind: str, bases: tuple[str, ...], name: str, memory_mb: int, nproc: int) -> "RunCgroup | None":
-        dirs = tuple(os.path.join(b, name) for b in bases)
-        try:
-            for d in dirs:
-                os.mkdir(d)
-        except OSError:
-            return None
+        dirs: tuple[str, ...] = ()
+        for i, b in enumerate(bases):
+            try:
+                os.mkdir(os.path.join(b, name))
+                dirs += (os.path.join(b, name),)
+            except OSError:
+                if kind == "v2" or i < 2:  # pids/memory are required; cpuacct is optional
+                    cls(kind, dirs).remove()
+                    return None
         cg = cls(kind, dirs)
         mem = str(memory_mb << 20)
         if kind == "v2":
@@ -125,6 +141,22 @@ class RunCgroup:
             except OSError:
                 pass
         return out
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by the whole group (user + system), None if not measurable."""
+        try:
+            if self.kind == "v2":
+                with open(os.path.join(self.dirs[0], "cpu.stat")) as f:
+                    for line in f:
+                        if line.startswith("usage_usec "):
+                            return int(line.split()[1]) / 1e6
+                return None
+            if len(self.dirs) < 3:
+                return None
+            with open(os.path.join(self.dirs[2], "cpuacct.usage")) as f:
+                return int(f.read()) / 1e9
+        except (OSError, ValueError):
+            return None
 
     def kill_all(self) -> None:
         """SIGKILL every process in the group until it is empty (bounded)."""
@@ -152,3 +184,9 @@ class RunCgroup:
                 except OSError:  # still busy: processes exiting
                     self.kill_all()
                     time.sleep(0.005)
+
+
+def measures_cpu() -> bool:
+    """Whether a run's cgroup here reports CPU time (so the parent can enforce the CPU budget)."""
+    kind, bases = _setup()
+    return kind == "v2" or len(bases) >= 3
