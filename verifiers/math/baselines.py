@@ -18,19 +18,19 @@ def exact_match(response: str, gold: str) -> bool:
     return a is not None and g is not None and clean(a) == clean(g)
 
 
-def _math_verify(response: str, gold: str, wrap: bool) -> bool:
+def _math_verify(response: str, gold: str, wrap: bool, timeout: int = 5) -> bool:
     from math_verify import parse, verify
 
-    g = parse(f"${gold}$" if wrap else gold)
-    return bool(g) and bool(verify(g, parse(response)))
+    g = parse(f"${gold}$" if wrap else gold, parsing_timeout=timeout)
+    return bool(g) and bool(verify(g, parse(response, parsing_timeout=timeout), timeout_seconds=timeout))
 
 
-def math_verify_plain(response: str, gold: str) -> bool:
-    return _math_verify(response, gold, wrap=False)
+def math_verify_plain(response: str, gold: str, timeout: int = 5) -> bool:
+    return _math_verify(response, gold, wrap=False, timeout=timeout)
 
 
-def math_verify_wrapped(response: str, gold: str) -> bool:
-    return _math_verify(response, gold, wrap=True)
+def math_verify_wrapped(response: str, gold: str, timeout: int = 5) -> bool:
+    return _math_verify(response, gold, wrap=True, timeout=timeout)
 
 
 BASELINES: dict[str, Callable[[str, str], bool]] = {

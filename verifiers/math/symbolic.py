@@ -2,6 +2,7 @@
 adversarial input; the pool kills the worker on deadline)."""
 from __future__ import annotations
 
+import functools
 import random
 
 import sympy
@@ -21,6 +22,7 @@ _CONV = ConversionConfig(interpret_as_mixed_fractions=True, interpret_simple_eq_
 _I = sympy.Symbol("i")
 
 
+@functools.lru_cache(maxsize=4096)
 def to_sympy(s: str):
     """LaTeX -> sympy; a free ``i`` is the imaginary unit (as in every MATH problem)."""
     e = latex2sympy(s, normalization_config=_NORM, conversion_config=_CONV)
@@ -91,9 +93,9 @@ def proportional(da, db) -> bool:
     symbols = sorted(da.free_symbols | db.free_symbols, key=str)
     if not symbols:
         return False
-    pairs = [(x, y) for x, y in zip(*(_values(e, _points(symbols, 10)) for e in (da, db))) if x is not None and y is not None]
+    pairs = [(x, y) for x, y in zip(*(_values(e, _points(symbols, 6)) for e in (da, db))) if x is not None and y is not None]
     ratios = [x / y for x, y in pairs if y != 0 and x != 0]
-    if len(pairs) < 4 or len(ratios) < 3 or any((x == 0) != (y == 0) for x, y in pairs):
+    if len(pairs) < 4 or len(ratios) < 4 or any((x == 0) != (y == 0) for x, y in pairs):
         return False
     return all(_same(r, ratios[0]) for r in ratios[1:])
 
@@ -140,19 +142,16 @@ def _difference(n: Node):
 def compare_symbolic(pred: Norm, gold: Norm) -> bool:
     """Full structural comparison with sympy at the leaves; two equations are also the same when
     ``lhs - rhs`` of one is a nonzero constant times that of the other (rearranged or scaled)."""
-    r = compare(pred, gold, _eq_leaf)
-    if r:
-        return True
     from verifiers.math.compare import parse
     p, g = parse(pred.text), parse(gold.text)
     if p.kind == "eq" and g.kind == "eq" and len(p.items) == 2 and len(g.items) == 2:
-        try:
+        try:  # one test covers equal sides, swapped sides, moved terms and scaling
             dp, dg = _difference(p), _difference(g)
-        except Exception:  # noqa: BLE001 - an unparseable side: not the same equation
-            return False
-        if isinstance(dp, sympy.Expr) and isinstance(dg, sympy.Expr):
-            return proportional(dp, dg)
-    return False
+            if isinstance(dp, sympy.Expr) and isinstance(dg, sympy.Expr) and proportional(dp, dg):
+                return True
+        except Exception:  # noqa: BLE001 - an unparseable side: try the side-by-side comparison
+            pass
+    return bool(compare(pred, gold, _eq_leaf))
 
 
 _WARM = [
