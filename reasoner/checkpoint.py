@@ -62,13 +62,14 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep
     return final
 
 
-def save_final(path: Path, model, tokenizer) -> None:
+def save_final(path: Path, model, tokenizer, weights: dict | None = None) -> None:
     """The trained model, loadable by ``from_pretrained``: a LoRA policy is saved merged (its
-    adapter in ``path/adapter``; this ends the adapter). Under torchrun: collective, rank 0 writes."""
+    adapter in ``path/adapter``; this ends the adapter). ``weights``: a state dict to save instead
+    of the module's (the float32 masters of a bf16-mixed run). Under torchrun: collective, rank 0 writes."""
     from reasoner import lora
 
     unwrapped = getattr(model, "module", model)
-    full = distributed.fsdp_full_state_dict(unwrapped) if _is_sharded(unwrapped) else None
+    full = distributed.fsdp_full_state_dict(unwrapped) if _is_sharded(unwrapped) else weights
     if distributed.is_main():
         if lora.is_peft(unwrapped):
             lora.save_merged(unwrapped, path, tokenizer)

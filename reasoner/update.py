@@ -1,7 +1,6 @@
 """The policy update: PPO epochs x minibatches x gradient accumulation over one rollout."""
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -12,6 +11,7 @@ from reasoner import distributed, threads
 from reasoner.config import Config
 from reasoner.logprobs import completion_logp
 from reasoner.losses import policy_loss
+from reasoner.optim import Optimizer
 from reasoner.rewards import overlong_loss_mask
 from reasoner.types import Rollout
 
@@ -27,12 +27,6 @@ class UpdateBatch:
     # (reasoner.reference.Pending: called after the policy's forward, which a reference process overlaps);
     # None when beta == 0 or KL is in the reward
     weights: torch.Tensor | None = None  # [N, T] per-token policy-loss weights (TIS correction) or None
-
-
-def autocast_ctx(cfg: Config, device: torch.device):
-    if cfg.model.autocast == "bfloat16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _pick(x: torch.Tensor | None, idx: torch.Tensor, T: int) -> torch.Tensor | None:
@@ -61,7 +55,7 @@ def _micro_weight(mask: torch.Tensor, mb_mask: torch.Tensor, loss_agg: str) -> f
     return mask.shape[0] / mb_mask.shape[0]
 
 
-def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.device,
+def ppo_update(model, optimizer: Optimizer, batch: UpdateBatch, cfg: Config, device: torch.device,
                generator: torch.Generator) -> dict[str, float]:
     """Run cfg.algo.ppo_epochs passes over cfg.algo.minibatches shuffled minibatches.
 
@@ -69,6 +63,7 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
     loss or gradient skips that optimizer step (counted in "update/skipped"); under torchrun
     all ranks skip together. ``model`` may be DDP-wrapped: micro-batches but the last skip
     the gradient all-reduce, and the loss is scaled so ranks average to the global batch.
+    ``optimizer`` (reasoner.optim) owns clipping, the step and the float32 master weights.
     """
     a, N = cfg.algo, batch.adv.shape[0]
     norm_len = a.norm_len or cfg.sampling.max_new_tokens
@@ -79,7 +74,7 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
     for _ in range(a.ppo_epochs):
         order = torch.randperm(N, generator=generator) if a.minibatches > 1 else torch.arange(N)
         for mb in order.split(mb_size):
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             mb_mask = _loss_mask(batch, mb, batch.rollout.completion_mask[mb], cfg)
             scale = distributed.loss_scale(float(mb_mask.sum()), a.loss_agg)  # 1.0 in one process
             finite = True
@@ -87,28 +82,26 @@ def ppo_update(model, optimizer, batch: UpdateBatch, cfg: Config, device: torch.
             for i, micro in enumerate(micros):
                 pids, pmask, cids, cmask, adv, old, w = _rows(batch, micro)
                 with distributed.no_sync(model, last=i == len(micros) - 1), threads.for_rows(model, int(cmask.sum())):
-                    with autocast_ctx(cfg, device):
-                        logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
-                                                    with_entropy=True, entropy_grad=a.entropy_coef > 0)
+                    logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
+                                                with_entropy=True, entropy_grad=a.entropy_coef > 0)
+                    logp = logp.float()
                     ref = batch.ref_logp() if callable(batch.ref_logp) else batch.ref_logp
                     ref = _pick(ref, micro, cmask.shape[1])
                     lmask = _loss_mask(batch, micro, cmask, cfg)
                     out = policy_loss(logp, logp.detach() if old is None else old, adv, lmask, a, ref_logp=ref,
-                                      entropy=ent, norm_len=norm_len, token_weights=w)
+                                      entropy=None if ent is None else ent.float(), norm_len=norm_len,
+                                      token_weights=w)
                     finite &= bool(torch.isfinite(out.loss))
                     (out.loss * _micro_weight(lmask, mb_mask, a.loss_agg) * scale).backward()
+                optimizer.collect()  # float32 masters accumulate the micro-batches' gradients
                 for k, v in out.stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
-            with threads.for_params(model):
-                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
-                gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2 returns a DTensor
-                if distributed.all_true(finite and bool(torch.isfinite(gn))):
-                    optimizer.step()
-                    grad_norm = float(gn)
-                else:
-                    skipped += 1
-            optimizer.zero_grad(set_to_none=True)
+            gn = optimizer.step(finite)
+            if gn is None:
+                skipped += 1
+            else:
+                grad_norm = gn
     stats = {k: v / count for k, v in sums.items()}
     stats.update({"update/grad_norm": grad_norm, "update/skipped": skipped,
                   "update/steps": a.ppo_epochs * a.minibatches})

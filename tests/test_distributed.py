@@ -19,6 +19,7 @@ from reasoner import distributed
 from reasoner.config import ConfigError, load_config
 from reasoner.runtime import ProblemStream
 from reasoner.types import Problem, Rollout
+from reasoner.optim import Optimizer
 from reasoner.update import UpdateBatch, ppo_update
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def _update(model_dir: Path, agg: str, rank: int | None, strategy: str = "ddp") 
     cfg, batch = _global_batch(agg, model_dir)
     model, _ = load_model(cfg.model)
     policy = distributed.wrap(model, strategy) if rank is not None else model
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)  # after wrap: FSDP2 swaps in sharded parameters
+    opt = Optimizer(model, cfg.optim, 1, make=lambda ps: torch.optim.SGD(ps, lr=1.0))  # after wrap: FSDP2 shards
     ppo_update(policy, opt, batch if rank is None else _shard(batch, rank), cfg, torch.device("cpu"),
                torch.Generator())
     if strategy == "fsdp":

@@ -102,7 +102,7 @@ def test_warm_start_lowers_the_loss(quick_tiny):
 def test_load_model_tiny_sets_padding_dtype_and_generation_ids(quick_tiny, monkeypatch):
     cache, path, _ = quick_tiny
     monkeypatch.setattr("reasoner.models.build_tiny", lambda cache_dir, kinds: build_tiny(cache_dir, kinds=kinds, verbose=False, **QUICK))
-    model, tok = load_model(ModelConfig(name="tiny", cache_dir=str(cache), dtype="bfloat16"))
+    model, tok = load_model(ModelConfig(name="tiny", cache_dir=str(cache)), dtype="bfloat16")
     assert next(model.parameters()).dtype == torch.bfloat16
     assert tok.padding_side == "left" and tok.pad_token == "<pad>"
     assert model.generation_config.pad_token_id == tok.pad_token_id
@@ -125,7 +125,7 @@ def test_bad_names_say_what_was_tried(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="tried the names 'tiny' and 'smollm2'.*hub id"):
         load_model(ModelConfig(name="no-such-org/no-such-model-xyz"))
     with pytest.raises(ValueError, match="float32, bfloat16, float16"):
-        load_model(ModelConfig(name="tiny", dtype="float64"))
+        load_model(ModelConfig(name="tiny"), dtype="float64")
 
 
 def _has_smollm2() -> bool:

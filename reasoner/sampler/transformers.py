@@ -6,8 +6,6 @@ out of the same softmax that drew them, and finished rows stop costing Python wo
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from transformers.cache_utils import DynamicLayer
 
@@ -83,11 +81,10 @@ class TransformersSampler:
     every rank makes the same forward calls (FSDP's parameter all-gathers need that).
     """
 
-    def __init__(self, model, tokenizer, device: str | torch.device = "cpu", autocast: str = "none",
-                 prompt_batch: int = 64, compact: float | None = None, lockstep: bool = False):
+    def __init__(self, model, tokenizer, device: str | torch.device = "cpu", prompt_batch: int = 64,
+                 compact: float | None = None, lockstep: bool = False):
         self.model, self.tokenizer = model, tokenizer
         self.device = torch.device(device)
-        self.autocast = autocast
         self.prompt_batch = prompt_batch  # prompts per forward batch (N = prompt_batch * n rows)
         self.compact, self.lockstep = (0.0, True) if lockstep else (compact, False)
         self.eos_ids = _eos_ids(model, tokenizer)
@@ -95,11 +92,6 @@ class TransformersSampler:
 
     def sync_weights(self, model) -> None:
         self.model = model  # same process, same tensors: nothing to copy
-
-    def _ctx(self):
-        if self.autocast == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def generate(self, prompts: list[str], params: SamplingParams) -> Rollout:
         with torch.no_grad() if self.lockstep else torch.inference_mode():  # FSDP's buffers reject inference mode
@@ -182,14 +174,13 @@ class TransformersSampler:
 
         mask [N, past + q]; pos [N, q]. With ``lean`` = fast.lean_parts(model) (Llama-family)
         models.fast's forward and its KVCache; else the transformers forward and a DynamicCache."""
-        with self._ctx():
-            if lean is not None:
-                backbone, head = lean
-                hidden, cache = fast.forward_hidden(backbone, ids, mask[:, -ids.shape[1]:], pos, cache)
-                return head(hidden[:, -1]), cache
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True, logits_to_keep=1)  # the LM head only on the last position
-            return out.logits[:, -1], out.past_key_values
+        if lean is not None:
+            backbone, head = lean
+            hidden, cache = fast.forward_hidden(backbone, ids, mask[:, -ids.shape[1]:], pos, cache)
+            return head(hidden[:, -1]), cache
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)  # the LM head only on the last position
+        return out.logits[:, -1], out.past_key_values
 
 
 class GrowingLayer(DynamicLayer):

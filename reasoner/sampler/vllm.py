@@ -186,8 +186,7 @@ class VLLMSampler:
     def _make_engine(self, model):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in this process: direct weight push
         vllm = _require_vllm()
-        m = self.cfg.model
-        dtype = "bfloat16" if m.autocast == "bfloat16" else m.dtype
+        dtype = "auto" if model is None else str(next(model.parameters()).dtype).removeprefix("torch.")  # trainer's
         path, tok_path = engine_source(model, self.tokenizer, self.cfg)
         return vllm.LLM(model=path, tokenizer=tok_path, dtype=dtype, seed=self.cfg.run.seed,
                         gpu_memory_utilization=self.cfg.sampling.vllm_gpu_memory_utilization,

@@ -1,0 +1,83 @@
+"""The policy's optimizer: AdamW over the master weights (``reasoner.precision``) and its LR schedule.
+
+``step(grad_clip)`` is the one place an update is applied: clip the masters' gradients, step
+(unless a gradient is non-finite, on every rank alike), write the masters back into the module.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from reasoner import distributed, threads
+from reasoner.config import OptimConfig
+from reasoner.precision import MasterWeights
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of optim.lr at scheduler step ``step``: linear warm-up over ``warmup`` steps, then
+    constant, cosine or linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    frac = (step - warmup) / max(total - warmup, 1)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    if schedule == "linear":
+        return max(1.0 - frac, 0.0)
+    return 1.0
+
+
+class Optimizer:
+    """AdamW + schedule over ``MasterWeights(model, master)``; ``state_dict`` / ``load_state_dict`` for checkpoints."""
+
+    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, total_steps: int, master: bool = False,
+                 make: Callable[[list], torch.optim.Optimizer] | None = None):
+        """make(params): another torch optimizer over the masters (tests use SGD); default AdamW from ``cfg``."""
+        self.model, self.grad_clip = model, cfg.grad_clip
+        self.weights = MasterWeights(model, master)
+        params = self.weights.params
+        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+        self.opt = make(params) if make is not None else torch.optim.AdamW(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused)
+        total = max(total_steps, 1)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.schedule))
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def zero_grad(self) -> None:
+        self.weights.zero_grad()
+
+    def collect(self) -> None:
+        """After a backward: the module's gradients onto the masters (a no-op without copies)."""
+        self.weights.collect()
+
+    def step(self, finite: bool = True) -> float | None:
+        """Clip, step and publish; returns the gradient norm, or None when the step was skipped
+        (a non-finite loss or gradient on any rank)."""
+        self.collect()
+        with threads.for_params(self.model):
+            gn = torch.nn.utils.clip_grad_norm_(self.weights.params, self.grad_clip or float("inf"))
+            gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2 returns a DTensor
+            ok = distributed.all_true(finite and bool(torch.isfinite(gn)))
+            if ok:
+                self.opt.step()
+                self.weights.publish()
+        self.zero_grad()
+        return float(gn) if ok else None
+
+    def schedule_step(self) -> None:
+        self.sched.step()
+
+    def state_dict(self) -> dict:
+        """AdamW and scheduler state plus the float32 masters (the module's weights are their rounding)."""
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "masters": self.weights.masters()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.weights.load_masters(state.get("masters", []))
