@@ -42,7 +42,8 @@ from verifiers import Verdict
 from verifiers import sandbox
 from verifiers.code import formats
 
-HARNESS_SOURCE = open(os.path.join(os.path.dirname(__file__), "harness.py")).read()
+_HERE = os.path.dirname(__file__)
+HARNESS_SOURCE = "\n".join(open(os.path.join(_HERE, f)).read() for f in ("values.py", "harness.py"))
 DEFAULT_TIMEOUT = 10.0
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from verifiers import sandbox
-from verifiers.code import extract, harness, replay
+from verifiers.code import extract, replay, values
 
 FORMATS = ("humaneval", "mbpp", "stdio", "calls")
 CASE_OUTPUT_BYTES = 1 << 20
@@ -74,7 +74,7 @@ def _plan_calls(response: str, tests: dict, timeout: float) -> Plan:
     cases = tests["cases"]
     tol = tests.get("float_tol")
     task = {"mode": "calls", "program": program, "entry_point": tests["entry_point"],
-            "cases": [{"args": harness.enc(list(c.get("args", []))), "kwargs": harness.enc(dict(c.get("kwargs", {})))}
+            "cases": [{"args": values.enc(list(c.get("args", []))), "kwargs": values.enc(dict(c.get("kwargs", {})))}
                       for c in cases]}
 
     def judge(lines: list[dict]) -> list[str | None]:
@@ -85,10 +85,19 @@ def _plan_calls(response: str, tests: dict, timeout: float) -> Plan:
             elif "error" in ln:
                 res.append(f"raised {ln['error']}")
             else:
-                got = _jsonish(harness.dec(ln["value"]))
-                res.append(None if same(got, _jsonish(c["expected"]), tol) else f"returned {_short(got)}")
+                res.append(_judge_value(ln["value"], c["expected"], tol))
         return res
     return Plan(program, task, len(cases), judge, timeout)
+
+
+def _judge_value(value: Any, expected: Any, tol: float | None) -> str | None:
+    try:
+        got = _jsonish(values.dec(value))
+    except values.Unsupported as e:
+        return f"returned {e}"
+    except Exception as e:  # noqa: BLE001 - malformed data from the sandbox is a failure, not a crash
+        return f"returned an unreadable value ({type(e).__name__})"
+    return None if same(got, _jsonish(expected), tol) else f"returned {_short(got)}"
 
 
 def _short(v: Any) -> str:
@@ -151,17 +160,18 @@ def _plan_stdio(response: str, tests: dict, timeout: float) -> Plan:
 # ---------------------------------------------------------------- humaneval / mbpp (record + replay)
 def _plan_replay(program: str, test: str, setup: str, entry_point: str | None, timeout: float) -> Plan:
     try:
-        names = extract.top_level_names(extract.parse_quiet(program))
+        tree = extract.parse_quiet(program)
     except SyntaxError:
-        names = set()  # the sandbox reports the syntax error as a load error
+        tree = extract.parse_quiet("")  # the sandbox reports the syntax error as a load error
+    names = extract.top_level_names(tree)
     targets = replay.targets_for(setup + "\n" + test, names, (entry_point,) if entry_point else ())
-    _, n = replay.instrument(test, "check" if entry_point else None)
+    state = replay.state_for(setup + "\n" + test, tree, targets | {"candidate"})
+    _, n = replay.instrument(test, "check" if entry_point else None, state)
     task = {"mode": "record", "program": program, "targets": sorted(targets), "entry_point": entry_point,
-            "test": (setup + "\n" if setup else "") + replay.strip(test, targets | {"candidate"})}
+            "test": "\n".join([replay.safe_imports(program), setup, replay.strip(test, targets | {"candidate"}, state)])}
 
     def judge(lines: list[dict]) -> list[str | None]:
-        table = replay.recorded(lines)
-        return replay.replay(test, setup, program, targets, table, entry_point)
+        return replay.replay(test, setup, program, targets, replay.recorded(lines), entry_point, state)
     return Plan(program, task, n, judge, timeout)
 
 

@@ -4,102 +4,17 @@ It reads one JSON task from stdin, lowers its own hard rlimits, then runs the un
 program and writes JSON lines on its stdout (the program's own stdout goes to /dev/null or,
 for stdin/stdout tasks, to a per-case file). It never sees expected values: it only reports
 what the program returned or printed, as plain builtin values (``enc``), and the parent
-decides. Self-contained on purpose: stdlib only, nothing from the project. The parent imports
-this same module for ``enc``/``dec``.
+decides. Self-contained on purpose: stdlib only, nothing from the project; the source sent to
+the sandbox is ``values.py`` (``enc``/``dec``) followed by this file.
 """
 import json
 import os
 import sys
 
-import collections as _co
-
-_LEAF = (bool, int, str, type(None))
-_TYPES = {t.__name__: t for t in (int, float, str, bool, list, tuple, dict, set, frozenset, bytes, complex)}
-_DICTS = {"Counter": _co.Counter, "OrderedDict": _co.OrderedDict, "defaultdict": _co.defaultdict}
-_DICT_NAMES = {v: k for k, v in _DICTS.items()}
-
-
-class Obj:
-    """An inert copy of an instance of a class the program defined: name + attributes."""
-
-    def __init__(self, cls, attrs):
-        self.__dict__.update(attrs)
-        object.__setattr__(self, "_Obj__cls", cls)
-
-    def __eq__(self, other):
-        return type(other) is Obj and vars(self) == vars(other)
-
-    __hash__ = None
-
-    def __repr__(self):
-        return f"{self.__cls}({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != '_Obj__cls')})"
-
-
-def enc(v, depth=0):
-    """Plain builtin values -> JSON; exact types only (no subclasses, no custom __eq__)."""
-    t = type(v)
-    if depth > 100:
-        raise ValueError("value nested too deeply")
-    if t in _LEAF or t is float:
-        return v
-    if t is list:
-        return [enc(x, depth + 1) for x in v]
-    if t is tuple:
-        return {"$t": [enc(x, depth + 1) for x in v]}
-    if t is dict:
-        return {"$d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
-    if t is set or t is frozenset:
-        items = sorted((enc(x, depth + 1) for x in v), key=lambda e: json.dumps(e, sort_keys=True))
-        return {"$s" if t is set else "$fs": items}
-    if t is bytes:
-        return {"$b": v.hex()}
-    if t is complex:
-        return {"$c": [v.real, v.imag]}
-    if t in _DICT_NAMES:
-        return {"$m": [_DICT_NAMES[t], [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]]}
-    if t is _co.deque:
-        return {"$q": [enc(x, depth + 1) for x in v]}
-    if t is type and _TYPES.get(v.__name__) is v:
-        return {"$ty": v.__name__}
-    if t is Obj or getattr(t, "__module__", None) == "solution":
-        attrs = dict(vars(v)) if t is Obj else {k: x for k, x in vars(v).items() if type(k) is str}
-        cls = attrs.pop("_Obj__cls", None) or t.__name__
-        return {"$o": [str(cls), [[k, enc(x, depth + 1)] for k, x in attrs.items()]]}
-    raise TypeError(f"unsupported value of type {t.__name__} (only plain builtins are compared)")
-
-
-def dec(x):
-    if type(x) is list:
-        return [dec(i) for i in x]
-    if type(x) is not dict:
-        return x
-    (tag, v), = x.items()
-    if tag == "$t":
-        return tuple(dec(i) for i in v)
-    if tag == "$d":
-        return {dec(k): dec(i) for k, i in v}
-    if tag in ("$s", "$fs"):
-        return (set if tag == "$s" else frozenset)(dec(i) for i in v)
-    if tag == "$b":
-        return bytes.fromhex(v)
-    if tag == "$c":
-        return complex(*v)
-    if tag == "$m":
-        d = _DICTS[v[0]]() if v[0] != "defaultdict" else _co.defaultdict(None)
-        d.update({dec(k): dec(i) for k, i in v[1]})
-        return d
-    if tag == "$q":
-        return _co.deque(dec(i) for i in v)
-    if tag == "$ty":
-        return _TYPES[v]
-    if tag == "$o":
-        return Obj(v[0], {k: dec(i) for k, i in v[1]})
-    raise ValueError(f"unknown tag {tag!r}")
-
-
-def key(args, kwargs):
-    """Canonical string for a call's arguments (used to match record and replay)."""
-    return json.dumps([enc(list(args)), sorted((k, enc(v)) for k, v in kwargs.items())], sort_keys=True)
+try:  # the parent imports this module; inside the sandbox values.py's source comes first instead
+    from verifiers.code.values import Obj, Unsupported, dec, enc, key  # noqa: F401
+except ImportError:
+    pass
 
 
 def _fmt(e):
@@ -144,22 +59,50 @@ def _calls(task, chan):
     chan.emit(event="loaded")
     for i, case in enumerate(task["cases"]):
         try:
-            chan.emit(case=i, value=enc(fn(*dec(case["args"]), **dec(case["kwargs"]))))
+            chan.emit(case=i, value=enc(fn(*dec(case["args"]), **dec(case["kwargs"])), opaque=True))
         except BaseException as e:  # SystemExit and KeyboardInterrupt from the program too
             chan.emit(case=i, error=_fmt(e))
 
 
+def _post(args, kwargs):
+    """The arguments after a call, so the parent can apply what the program mutated."""
+    return [enc(list(args), True, False), [[k, enc(v, True, False)] for k, v in kwargs.items()]]
+
+
 def _recorder(name, fn, chan):
+    """Wrap a program function: record each call's arguments, result (or error) and, when the
+    call changed its arguments, their new state. The test gets a plain copy of the result
+    (the object itself for instances of the program's classes, so it can use their methods)."""
     def wrapper(*args, **kwargs):
         k = key(args, kwargs)
         try:
-            value = enc(fn(*args, **kwargs))
+            out = fn(*args, **kwargs)
+            value = enc(out, opaque=True)
         except BaseException as e:
             chan.emit(rec=name, key=k, error=_fmt(e))
             raise RuntimeError(f"{name} raised {type(e).__name__}") from None
-        chan.emit(rec=name, key=k, value=value)
-        return dec(value)  # the test only ever sees a plain copy
+        rec = {"rec": name, "key": k, "value": value}
+        if key(args, kwargs) != k:
+            rec["post"] = _post(args, kwargs)
+        chan.emit(**rec)
+        if type(value) is dict and "$o" in value:
+            return out
+        try:
+            return dec(value)
+        except Exception:
+            return out
     return wrapper
+
+
+def _stater(ns, chan):
+    """``__state__(names)``: record the current value of program globals a test asserts on."""
+    def state(names):
+        for n in names:
+            try:
+                chan.emit(state=n, value=enc(ns[n], opaque=True))
+            except BaseException as e:
+                chan.emit(state=n, error=_fmt(e))
+    return state
 
 
 def _record(task, chan):
@@ -170,7 +113,7 @@ def _record(task, chan):
     if ep is not None and ep not in wrapped:
         raise NameError(f"the program defines no function {ep!r}")
     chan.emit(event="loaded")
-    tns = {"__name__": "__test__", **wrapped}
+    tns = {"__name__": "__test__", "__state__": _stater(ns, chan), **wrapped}
     random.seed(0)
     try:
         exec(compile(task["test"], "<test>", "exec"), tns)
