@@ -46,6 +46,7 @@ class DataConfig:
     system_prompt: str | None = None
     few_shot: int = 0  # worked examples prepended to each prompt
     synthetic_kinds: str = "add,sub"  # kinds of built-in problems: add, sub, mul, linear, fraction
+    synthetic_style: str = "compact"  # compact ("47+35=", the tiny model's) | question ("What is 47 + 35?", chat models)
     synthetic_size: int = 20000  # problems generated for the train split
     seed: int = 0  # data order and synthetic generation
 
@@ -153,6 +154,7 @@ def advantage_names() -> list[str]:
 CHOICES: dict[str, Any] = {
     "model.precision": ("auto", "fp32", "bf16-mixed", "bf16"),
     "data.template": ("auto", "plain", "chat"),
+    "data.synthetic_style": ("compact", "question"),
     "sampling.backend": ("transformers", "vllm"),
     "algo.preset": _registry_names("reasoner.presets", "PRESETS"),
     "algo.advantage": advantage_names,

@@ -8,7 +8,8 @@ Each trainer runs in its own subprocess (so peak RSS is its own; ``+kids`` adds 
 memory of each process it started, sampled from /proc: reasoner's reference process, both
 trainers' math-verifier workers; the memory ratio compares RSS + kids) on the same prompts (the
 synthetic train problems in ``reasoner.runtime.ProblemStream`` order), the same math verifier,
-lr 1e-4, beta 0.04 (k3 KL in the loss), one PPO epoch, fp32, ``--threads`` torch threads for both
+lr 1e-4, beta 0.04 (k3 KL in the loss), one PPO epoch, ``--threads`` torch threads for both; reasoner in
+``--precision`` (model.precision, default fp32), TRL in fp32 (``trl``) or with its ``bf16=True`` (``trl-bf16``)
 (reasoner gets ``run.threads`` explicitly, so its small-model 1-thread default does not apply; it
 still runs each forward/backward whose biggest matmul is small on one of them, ``reasoner/threads.py``).
 OpenMP's wait policy is each trainer's own unless ``--omp-wait-policy`` forces one on both: TRL's
@@ -62,7 +63,7 @@ def make_config(case: str, steps: int, threads: int, out_dir: str, overrides: li
     base = [f"model.name={model}", f"run.batch_size={B}", f"sampling.group_size={G}",
             f"sampling.max_new_tokens={T}", "optim.lr=1e-4", "optim.schedule=constant", "optim.warmup_steps=0",
             "algo.beta=0.04", "algo.ppo_epochs=1",
-            "algo.minibatches=1", "model.dtype=float32", f"run.threads={threads}", f"run.steps={steps}",
+            "algo.minibatches=1", "model.precision=fp32", f"run.threads={threads}", f"run.steps={steps}",
             "run.device=cpu", "run.eval_every=0", "run.save_every=0", "run.log_samples_every=0",
             "run.progress=false", "data.eval_size=4", f"run.out_dir={out_dir}"]
     return load_config(None, base + list(overrides or []))
@@ -178,7 +179,7 @@ def trl_model_dir(cfg, tmp: str) -> str:
     return f"{tmp}/model"
 
 
-def build_trl(case: str, steps: int, threads: int, overrides: list[str]):
+def build_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: bool = False):
     """(trainer, tokenizer, cfg, problems): a trl.GRPOTrainer set up for the same work as ``make_config``."""
     import torch
     import trl
@@ -208,7 +209,7 @@ def build_trl(case: str, steps: int, threads: int, overrides: list[str]):
         use_bias_correction_kl=False, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, top_k=0,
         max_grad_norm=o.grad_clip, adam_beta1=o.betas[0], adam_beta2=o.betas[1], weight_decay=o.weight_decay,
         lr_scheduler_type=o.schedule, warmup_steps=o.warmup_steps, max_steps=steps, shuffle_dataset=False,
-        use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no", seed=cfg.run.seed,
+        use_cpu=True, bf16=bf16, report_to=[], logging_steps=1, save_strategy="no", seed=cfg.run.seed,
         dataloader_num_workers=0, disable_tqdm=True)
     dataset = Dataset.from_dict({"prompt": prompts, "idx": list(range(len(prompts)))})
     trainer = trl.GRPOTrainer(model=path, reward_funcs=math_reward, args=args, train_dataset=dataset,
@@ -216,10 +217,10 @@ def build_trl(case: str, steps: int, threads: int, overrides: list[str]):
     return trainer, tok, cfg, problems
 
 
-def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+def run_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: bool = False) -> dict:
     from transformers import TrainerCallback
 
-    trainer, tok, cfg, problems = build_trl(case, steps, threads, overrides)
+    trainer, tok, cfg, problems = build_trl(case, steps, threads, overrides, bf16)
     _, prompts = step_problems(cfg, tok)
     B, G = cfg.run.batch_size, cfg.sampling.group_size
     acc = {p: 0.0 for p in PHASES[:3]}
@@ -275,12 +276,12 @@ def timed(obj, name: str, acc: dict, phase: str, only_no_grad: bool = False) -> 
 # ---------------------------------------------------------------- the parent: peak, FLOPs, table
 
 
-def matmul_peak(threads: int, n: int = 1024, reps: int = 5) -> float:
-    """Best fp32 torch.mm FLOP/s over a few repetitions on ``threads`` threads."""
+def matmul_peak(threads: int, n: int = 1024, reps: int = 5, dtype: str = "float32") -> float:
+    """Best torch.mm FLOP/s in ``dtype`` over a few repetitions on ``threads`` threads."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     torch.mm(a, b)
     best = 0.0
     for _ in range(reps):
@@ -331,10 +332,11 @@ def pool(results: list[dict], warmup: int) -> dict:
     return out
 
 
-def spawn(kind: str, case: str, steps: int, threads: int, overrides: list[str], wait_policy: str) -> dict:
+def spawn(kind: str, case: str, steps: int, threads: int, overrides: list[str], wait_policy: str,
+          precision: str = "fp32") -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        cmd = [sys.executable, __file__, "--worker", kind, "--cases", case, "--steps", str(steps),
-               "--threads", str(threads), "--json", f.name] + [f"--set={o}" for o in overrides]
+        cmd = [sys.executable, __file__, "--worker", kind, "--cases", case, "--steps", str(steps), "--threads",
+               str(threads), "--precision", precision, "--json", f.name] + [f"--set={o}" for o in overrides]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         if wait_policy:  # same OpenMP setting for both trainers (see --omp-wait-policy)
             env["OMP_WAIT_POLICY"] = wait_policy
@@ -361,10 +363,11 @@ def print_table(case: str, rows: dict[str, dict], forced_policy: str) -> None:
     for name, s in rows.items():
         print(f"{name:10s} {s['s_per_step']:8.3f} " + " ".join(f"{s[p]:9.3f}" for p in PHASES) +
               f" {s['tokens_per_s']:8.0f} {s['rss_mb']:8.0f} {s['child_mb']:6.0f} {s['gflop_step']:7.2f} {s['mfu']:7.2%} {s['reward']:6.2f}")
-    if "reasoner" in rows and "trl" in rows:
-        r, t = rows["reasoner"], rows["trl"]
-        print(f"ratio reasoner/TRL: time {r['s_per_step'] / t['s_per_step']:.2f}   "
-              f"peak memory (RSS + children's private) {(r['rss_mb'] + r['child_mb']) / (t['rss_mb'] + t['child_mb']):.2f}")
+    for peer in ("trl", "trl-bf16"):
+        if "reasoner" in rows and peer in rows:
+            r, t = rows["reasoner"], rows[peer]
+            print(f"ratio reasoner/{peer}: time {r['s_per_step'] / t['s_per_step']:.2f}   peak memory (RSS + "
+                  f"children's private) {(r['rss_mb'] + r['child_mb']) / (t['rss_mb'] + t['child_mb']):.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,14 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=8, help="steps per trainer, warm-up included")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--trainers", default="reasoner,trl")
+    p.add_argument("--trainers", default="reasoner,trl",
+                   help="reasoner, trl (fp32), trl-bf16 (TRL's bf16=True: bf16 autocast over fp32 weights)")
+    p.add_argument("--precision", default="fp32", help="reasoner's model.precision (fp32 | bf16-mixed | bf16 | auto)")
     p.add_argument("--rounds", type=int, default=1, help="alternate the trainers this many times; medians pool all")
     p.add_argument("--omp-wait-policy", default="",
                    help="OMP_WAIT_POLICY forced on both workers; '' (default): each trainer as it comes, reasoner "
                         "with the PASSIVE it sets on import, TRL with libgomp's default (spin, then sleep), which is "
                         "TRL's faster setting on an idle machine and 10-100x slower on busy shared cores")
     p.add_argument("--set", action="append", default=[], help="extra reasoner config override key=value")
-    p.add_argument("--worker", choices=("reasoner", "trl"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("reasoner", "trl", "trl-bf16"), help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     cases = [c for c in a.cases.split(",") if c] + (["smollm2"] if a.smollm2 and "smollm2" not in a.cases else [])
@@ -391,19 +396,25 @@ def main(argv: list[str] | None = None) -> int:
     if a.steps <= a.warmup:
         p.error("--steps must exceed --warmup")
     if a.worker:
-        res = (run_reasoner if a.worker == "reasoner" else run_trl)(cases[0], a.steps, a.threads, a.set)
+        if a.worker == "reasoner":
+            res = run_reasoner(cases[0], a.steps, a.threads, [f"model.precision={a.precision}", *a.set])
+        else:
+            res = run_trl(cases[0], a.steps, a.threads, a.set, bf16=a.worker == "trl-bf16")
         Path(a.json).write_text(json.dumps(res))
         return 0
-    peak = matmul_peak(a.threads)
-    print(f"measured fp32 matmul peak on {a.threads} threads: {peak / 1e9:.1f} GFLOP/s; "
-          f"{a.steps} steps each, medians over the last {a.steps - a.warmup}")
+    peak, peak16 = matmul_peak(a.threads), matmul_peak(a.threads, dtype="bfloat16")
+    print(f"measured matmul peak on {a.threads} threads: fp32 {peak / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} "
+          f"GFLOP/s (MFU is against the peak of the dtype each trainer computes in); reasoner model.precision="
+          f"{a.precision}; {a.steps} steps each, medians over the last {a.steps - a.warmup}")
     for case in cases:
         runs: dict[str, list[dict]] = {k: [] for k in a.trainers.split(",")}
         for _ in range(a.rounds):
             for kind in runs:
                 runs[kind].append(spawn(kind, case, a.steps, a.threads, a.set if kind == "reasoner" else [],
-                                        a.omp_wait_policy))
-        rows = {kind: summarize(pool(rs, a.warmup), CASES[case][1], CASES[case][2], peak) for kind, rs in runs.items()}
+                                        a.omp_wait_policy, a.precision))
+        bf16 = {"reasoner": a.precision != "fp32", "trl": False, "trl-bf16": True}
+        rows = {kind: summarize(pool(rs, a.warmup), CASES[case][1], CASES[case][2], peak16 if bf16[kind] else peak)
+                for kind, rs in runs.items()}
         print_table(case, rows, a.omp_wait_policy)
     return 0
 

@@ -55,7 +55,7 @@ def _synthetic(split: str, cfg: Any) -> list[Problem]:
     from reasoner.data.synthetic import make_problems
 
     n = cfg.synthetic_size if split == "train" else max(cfg.eval_size, 256)
-    return make_problems(split, n=n, seed=cfg.seed, kinds=cfg.synthetic_kinds)
+    return make_problems(split, n=n, seed=cfg.seed, kinds=cfg.synthetic_kinds, style=cfg.synthetic_style)
 
 
 _add(NamedSet("synthetic", "built-in arithmetic (add, sub, mul, linear, fraction), generated and seeded",

@@ -14,15 +14,21 @@ must produce is the bare answer (then EOS):
     mul       "347*6="        -> "2082"
     linear    "3x+5=20,x="    -> "5"
     fraction  "1/2+1/3="      -> "5/6"     (reduced; "1" or "-1/6" when that is the value)
+
+``style="question"`` words the same problems for a chat model ("What is 47 + 35?", "Solve
+3x + 5 = 20 for x."); ids and splits stay those of the compact text, so both styles hold out
+the very same problems.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import random
+import re
 from fractions import Fraction
 from typing import Callable, Iterator, NamedTuple
 
+from reasoner.config import CHOICES
 from reasoner.types import Problem
 
 VERSION = 1  # bump whenever a pool or the split rule changes (models trained on the set rebuild)
@@ -113,10 +119,21 @@ def pool(kind: str, split: str) -> tuple[Item, ...]:
     return tuple(item for item in KINDS[parse_kinds(kind)[0]]() if split_of(item.prompt) == split)
 
 
-def _to_problem(kind: str, item: Item) -> Problem:
+STYLES = CHOICES["data.synthetic_style"]  # compact | question
+
+
+def as_question(compact: str) -> str:
+    """``"47+35="`` -> ``"What is 47 + 35?"``; ``"3x+5=20,x="`` -> ``"Solve 3x + 5 = 20 for x."``."""
+    spaced = lambda e: re.sub(r"(?<=[\w)])([+\-*=])", r" \1 ", e)  # noqa: E731  binary operators only
+    if compact.endswith(",x="):
+        return f"Solve {spaced(compact[:-3])} for x."
+    return f"What is {spaced(compact.rstrip('='))}?"
+
+
+def _to_problem(kind: str, item: Item, style: str = "compact") -> Problem:
     return Problem(
         id=f"synthetic-{kind}-{stable_hash(item.prompt):016x}",
-        prompt=item.prompt,
+        prompt=item.prompt if style == "compact" else as_question(item.prompt),
         answer=item.answer,
         verifier="math",
         source="synthetic",
@@ -124,14 +141,17 @@ def _to_problem(kind: str, item: Item) -> Problem:
     )
 
 
-def make_problems(split: str, n: int, seed: int = 0, kinds: list[str] | str = "add,sub") -> list[Problem]:
-    """``n`` problems of ``split`` ("train", "val" or "test"), the kinds mixed evenly.
+def make_problems(split: str, n: int, seed: int = 0, kinds: list[str] | str = "add,sub",
+                  style: str = "compact") -> list[Problem]:
+    """``n`` problems of ``split`` ("train", "val" or "test"), the kinds mixed evenly, worded in ``style``.
 
     Problems are distinct while the split's pool lasts; ``train`` then goes on with a fresh
     shuffle of the pool (epochs), while ``val``/``test`` raise ValueError, since a held-out set
     with repeats would overstate its size. ``n = 0`` returns the whole pool of the split.
     """
     names = parse_kinds(kinds)
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style {style!r}; valid styles: {', '.join(STYLES)}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     pools = {k: pool(k, split) for k in names}
@@ -150,7 +170,7 @@ def make_problems(split: str, n: int, seed: int = 0, kinds: list[str] | str = "a
         if item is None:  # a held-out pool ran dry; the other kinds fill in
             alive.remove(kind)
             continue
-        out.append(_to_problem(kind, item))
+        out.append(_to_problem(kind, item, style))
     return out
 
 

@@ -65,6 +65,22 @@ class KVCache:
         self.mask = self.mask[index]
 
 
+class ModuleProjections:
+    """The layers' own projection modules (any kind: plain Linear, peft's LoRA layers), with autograd."""
+
+    @staticmethod
+    def qkv(li: int, attn, h):
+        return attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+
+    @staticmethod
+    def out(li: int, attn, o):
+        return attn.o_proj(o)
+
+    @staticmethod
+    def mlp(li: int, mlp, h):
+        return mlp(h)
+
+
 def backbone_of(model):
     """The transformer body of an HF causal LM (``model.model`` for Llama/Qwen2), PEFT unwrapped; else None."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: layers are patched in place
@@ -112,7 +128,7 @@ def supports(backbone) -> bool:
 
 
 def forward_hidden(backbone, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-                   cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+                   cache: KVCache | None = None, proj=ModuleProjections) -> tuple[torch.Tensor, KVCache]:
     """Final hidden states [N, q, H] of tokens ids [N, q] and the cache extended by them.
 
     mask [N, q]: real tokens (False: left padding); pos [N, q]: their position ids.
@@ -123,12 +139,13 @@ def forward_hidden(backbone, ids: torch.Tensor, mask: torch.Tensor, pos: torch.T
     allowed = key_mask[:, None, None, :]  # [N, 1, 1, k]
     if q_len > 1:  # causal within the new block; a padding query sees itself (finite, unused)
         allowed = allowed & _causal(q_len, past, ids.device) | _diagonal(q_len, past, ids.device)
+    allowed = Allowed(allowed)
 
     def attend(li, q, k, v):  # [N, q, heads, d] each
         k, v = _append(cache, li, k.transpose(1, 2), v.transpose(1, 2), fresh)
         return _sdpa(q.transpose(1, 2), k, v, allowed, backbone.layers[li].self_attn.scaling).transpose(1, 2)
 
-    x = _layers(backbone, backbone.embed_tokens(ids), pos, attend)
+    x = _layers(backbone, backbone.embed_tokens(ids), pos, attend, proj)
     cache.mask, cache.length = key_mask, past + q_len
     if cache._kbuf is not None:
         cache._views()
@@ -153,9 +170,9 @@ def completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, complet
     Mp, Mc, Tc = p_idx.shape[0], c_idx.shape[0], T - 1
     pos = torch.cat([positions(u_mask)[u_mask],
                      (prompt_mask.long().sum(-1, keepdim=True) + torch.arange(Tc, device=p_idx.device))[live]])
-    p_allowed = (u_mask[:, None, None, :] & _causal(P, 0, p_idx.device)) | _diagonal(P, 0, p_idx.device)  # [U,1,P,P]
-    c_allowed = torch.cat([prompt_mask.bool()[:, None, None, :].expand(N, 1, Tc, P),
-                           _causal(Tc, 0, p_idx.device).expand(N, 1, Tc, Tc)], -1)  # [N, 1, T-1, P+T-1]
+    p_allowed = Allowed((u_mask[:, None, None, :] & _causal(P, 0, p_idx.device)) | _diagonal(P, 0, p_idx.device))
+    c_allowed = Allowed(torch.cat([prompt_mask.bool()[:, None, None, :].expand(N, 1, Tc, P),
+                                   _causal(Tc, 0, p_idx.device).expand(N, 1, Tc, Tc)], -1))  # [N, 1, T-1, P+T-1]
 
     def laid_out(x, idx, rows, width):  # packed [m, heads, d] -> [rows, heads, width, d], zeros at padding
         flat = x.new_zeros(rows * width, *x.shape[1:]).index_copy(0, idx, x)
@@ -186,26 +203,57 @@ def completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, complet
     return out
 
 
-def _layers(backbone, x: torch.Tensor, pos: torch.Tensor, attend) -> torch.Tensor:
-    """The decoder layers on x [..., H] (tokens at positions pos [...]); attend(layer, q, k, v) mixes tokens."""
+def _layers(backbone, x: torch.Tensor, pos: torch.Tensor, attend, proj=ModuleProjections) -> torch.Tensor:
+    """The decoder layers on x [..., H] (tokens at positions pos [...]); attend(layer, q, k, v) mixes tokens;
+    proj: ModuleProjections, or decoding's fused prepacked copy (models.packed.PackedProjections)."""
     cos, sin = backbone.rotary_emb(x, pos if pos.dim() > 1 else pos[None])
     cos, sin = cos.view(*x.shape[:-1], 1, -1), sin.view(*x.shape[:-1], 1, -1)  # [..., 1, d]: broadcast over heads
     half = cos.shape[-1] // 2
     sin = torch.cat([-sin[..., :half], sin[..., half:]], -1)  # rotate_half(x) * sin == roll(x, half) * this
     for li, layer in enumerate(backbone.layers):
         attn = layer.self_attn
-        h = layer.input_layernorm(x)
-        q = attn.q_proj(h).unflatten(-1, (-1, attn.head_dim))
-        k = attn.k_proj(h).unflatten(-1, (-1, attn.head_dim))
-        v = attn.v_proj(h).unflatten(-1, (-1, attn.head_dim))
+        q, k, v = proj.qkv(li, attn, layer.input_layernorm(x))
+        q, k, v = (t.unflatten(-1, (-1, attn.head_dim)) for t in (q, k, v))
         o = attend(li, _rope(q, cos, sin), _rope(k, cos, sin), v)
-        x = x + attn.o_proj(o.flatten(-2))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + proj.out(li, attn, o.flatten(-2))
+        x = x + proj.mlp(li, layer.mlp, layer.post_attention_layernorm(x))
     return x
 
 
-def _sdpa(q, k, v, allowed, scale):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+class Allowed:
+    """Which keys each query sees, ``mask`` [N, 1, q, k] bool (broadcastable), made once per pass and
+    shared by every layer; ``bias(...)`` is the same as an additive 0 / -inf mask laid out for ``_sdpa``'s
+    grouped matmuls, built once per dtype and head layout."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask, self._bias = mask, {}
+
+    def bias(self, dtype: torch.dtype, kv_heads: int, group: int) -> torch.Tensor:
+        """[N * kv_heads, group * q, k] in ``dtype``: 0 where allowed, -inf elsewhere."""
+        key = (dtype, kv_heads, group)
+        if key not in self._bias:
+            N, _, q, k = self.mask.shape
+            b = torch.zeros(self.mask.shape, dtype=dtype, device=self.mask.device).masked_fill_(~self.mask, float("-inf"))
+            self._bias[key] = b[:, :, None].expand(N, kv_heads, group, q, k).reshape(N * kv_heads, group * q, k)
+        return self._bias[key]
+
+
+def _sdpa(q, k, v, allowed: Allowed, scale):
+    """Attention of q [N, h, q, d] over k, v [N, kv_heads, k, d] (grouped-query: query head i reads kv head
+    i // (h / kv_heads), as transformers' repeat_kv).
+
+    float32: torch's fused kernel. Lower precision on the CPU: one baddbmm (scale and mask folded in),
+    softmax, bmm per layer, the query heads of a kv head stacked as rows. torch's CPU flash kernel in
+    bf16 is slow for these small shapes, worst in decoding (one query per row) and in the backward."""
+    if q.dtype == torch.float32 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.mask, scale=scale,
+                                              enable_gqa=q.shape[1] != k.shape[1])
+    N, h, n_q, d = q.shape
+    kvh = k.shape[1]
+    g = h // kvh
+    scores = torch.baddbmm(allowed.bias(q.dtype, kvh, g), q.reshape(N * kvh, g * n_q, d),
+                           k.reshape(N * kvh, -1, d).transpose(1, 2), alpha=scale)
+    return torch.bmm(scores.softmax(-1), v.reshape(N * kvh, -1, d)).view(N, h, n_q, d)
 
 
 def _causal(q_len: int, past: int, device) -> torch.Tensor:

@@ -6,11 +6,13 @@ out of the same softmax that drew them, and finished rows stop costing Python wo
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 from transformers.cache_utils import DynamicLayer
 
 from reasoner import threads
-from reasoner.models import fast
+from reasoner.models import fast, packed
 from reasoner.models.fast import positions
 from reasoner.sampler import SamplingParams
 from reasoner.types import Rollout, cat_rollouts
@@ -110,7 +112,7 @@ class TransformersSampler:
         was_training = self.model.training
         self.model.eval()
         try:
-            lean = fast.lean_parts(self.model)
+            lean = _lean(self.model)
             with threads.for_rows(self.model, len(prompts) * params.n):  # a decode step's rows
                 logits, cache = self._forward(lean, ids, pmask, positions(pmask), None)
                 toks, logps, lengths, done = self._decode(lean, cache, logits, pmask, params, gen)
@@ -172,15 +174,30 @@ class TransformersSampler:
     def _forward(self, lean, ids, mask, pos, cache):
         """(logits [N, V] of the last position, the cache extended by ids [N, q]).
 
-        mask [N, past + q]; pos [N, q]. With ``lean`` = fast.lean_parts(model) (Llama-family)
+        mask [N, past + q]; pos [N, q]. With ``lean`` (``_lean``: Llama-family)
         models.fast's forward and its KVCache; else the transformers forward and a DynamicCache."""
         if lean is not None:
-            backbone, head = lean
-            hidden, cache = fast.forward_hidden(backbone, ids, mask[:, -ids.shape[1]:], pos, cache)
-            return head(hidden[:, -1]), cache
+            hidden, cache = fast.forward_hidden(lean.backbone, ids, mask[:, -ids.shape[1]:], pos, cache, lean.proj)
+            return lean.head(hidden[:, -1]), cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)  # the LM head only on the last position
         return out.logits[:, -1], out.past_key_values
+
+
+class Lean(NamedTuple):
+    backbone: torch.nn.Module
+    head: Callable  # hidden [N, H] -> logits [N, V]
+    proj: object  # fast.ModuleProjections or packed.PackedProjections
+
+
+def _lean(model) -> Lean | None:
+    """models.fast's parts for ``model`` (None: the transformers forward), with decoding's fused,
+    prepacked projections where models.packed supports them (bf16 on the CPU)."""
+    parts = fast.lean_parts(model)
+    if parts is None:
+        return None
+    pk = packed.for_model(*parts)
+    return Lean(parts[0], parts[1], fast.ModuleProjections) if pk is None else Lean(parts[0], pk.head, pk)
 
 
 class GrowingLayer(DynamicLayer):
