@@ -179,3 +179,59 @@ def test_bf16_autocast_gives_the_transformers_values_to_bf16_precision(monkeypat
     mask = batch[3]
     assert a.dtype == b.dtype and torch.isfinite(a).all()
     torch.testing.assert_close(a[mask], b[mask], atol=0.05, rtol=0)  # bf16 keeps 8 bits of mantissa
+
+
+def test_bf16_grouped_attention_equals_torch_sdpa_to_bf16_precision():
+    # _sdpa's bf16 CPU path (baddbmm + softmax + bmm over grouped heads) against torch's kernel in float32
+    # on the same bf16 inputs: 6 query heads over 2 kv heads (head i reads kv head i // 3), a causal
+    # block with left padding. bf16 keeps 8 significant bits: |error| stays under ~2^-7 of values of size ~1.
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, h, 5, 8, generator=g).bfloat16() for h in (6, 2, 2))
+    allowed = torch.ones(3, 1, 5, 5, dtype=torch.bool).tril()
+    allowed[0, :, :, :2] = False
+    allowed |= torch.eye(5, dtype=torch.bool)  # a padding query sees itself
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=allowed,
+                                                            scale=0.3, enable_gqa=True)
+    got = fast._sdpa(q, k, v, fast.Allowed(allowed), 0.3)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_bf16_lean_forward_and_decoding_follow_the_transformers_model(kind, monkeypatch):
+    """The whole bf16 path (grouped attention, prepacked fused projections in decoding) against the
+    transformers model in bf16: log-probs to bf16 precision, greedy tokens identical."""
+    from reasoner.models import packed, prepare_tokenizer, set_generation_ids
+    from reasoner.models.tiny import build_tokenizer
+
+    model = _model(kind).bfloat16()
+    batch = _batch()
+    (a, _), (b, _) = (_logp_and_grads(model, batch, lean, monkeypatch) for lean in (True, False))
+    torch.testing.assert_close(a[batch[3]].float(), b[batch[3]].float(), atol=0.05, rtol=0)
+    monkeypatch.undo()
+    tok = build_tokenizer()
+    prepare_tokenizer(tok)
+    model.resize_token_embeddings(len(tok))
+    set_generation_ids(model, tok)
+    prompts, params = ["12+7=", "3-1=", "45+45="], SamplingParams(n=2, temperature=0.0, max_new_tokens=6)
+    assert packed.for_model(*fast.lean_parts(model)) is not None  # bf16 on the CPU: the packed path runs
+    fast_roll = TransformersSampler(model.eval(), tok).generate(prompts, params)
+    monkeypatch.setattr(fast, "supports", lambda backbone: False)
+    plain = TransformersSampler(model, tok).generate(prompts, params)
+    assert torch.equal(fast_roll.completion_ids, plain.completion_ids)
+
+
+def test_packed_copy_follows_weight_changes_and_skips_lora_and_fp32():
+    from reasoner.models import packed
+
+    model = _model("qwen2")
+    assert packed.for_model(*fast.lean_parts(model)) is None  # fp32: the module path
+    model = model.bfloat16()
+    parts = fast.lean_parts(model)
+    first = packed.for_model(*parts)
+    assert packed.for_model(*parts) is first  # unchanged weights: the same copy
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.mul_(2)  # an optimizer step bumps the version
+    assert packed.for_model(*parts) is not first
+    model.model.layers[0].mlp.up_proj = torch.nn.Identity()  # not a plain Linear (e.g. a peft layer)
+    assert packed.for_model(*parts) is None

@@ -102,3 +102,17 @@ def test_unknown_split_and_negative_n_fail_clearly():
         make_problems("dev", 4)
     with pytest.raises(ValueError, match="n must be"):
         make_problems("train", -1)
+
+
+def test_question_style_words_the_same_held_out_problems():
+    from reasoner.data.synthetic import as_question
+
+    assert as_question("47+35=") == "What is 47 + 35?"
+    assert as_question("3x-5=-2,x=") == "Solve 3x - 5 = -2 for x."
+    assert as_question("1/2-1/3=") == "What is 1/2 - 1/3?"
+    compact = make_problems("test", 40, kinds="add,sub,linear")
+    worded = make_problems("test", 40, kinds="add,sub,linear", style="question")
+    assert [p.id for p in compact] == [p.id for p in worded]  # same problems, same split
+    assert [p.answer for p in compact] == [p.answer for p in worded]
+    with pytest.raises(ValueError, match="valid styles: compact, question"):
+        make_problems("test", 4, style="prose")
