@@ -183,8 +183,27 @@ class _Watch:
         return max(min(wall_left, self._next_read - now), 0.001)
 
 
+def _drain(fd: int, buf: bytearray, cap: int, until_empty: bool) -> tuple[bool, bool]:
+    """Read ``fd`` into ``buf`` (keeping ``cap`` bytes): one chunk, or all that is there when
+    ``until_empty``. Returns (done with this pipe, went over the cap)."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return until_empty, False
+        if not chunk:
+            return True, False
+        room = cap - len(buf)
+        buf += chunk[: max(room, 0)]
+        if len(chunk) > room:
+            return False, True
+        if not until_empty:
+            return False, False
+
+
 def _read_capped(proc: subprocess.Popen, limits: Limits, watch: _Watch) -> tuple[bytes, bytes, bool]:
-    """Read stdout/stderr until EOF, a time limit (``watch.fired``), or the stdout cap."""
+    """Read stdout/stderr until EOF (or the process has exited and the pipes are empty, even
+    if a copy of a write end lingers elsewhere), a time limit (``watch.fired``), or the cap."""
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     caps = {proc.stdout: limits.stdout_bytes, proc.stderr: limits.stderr_bytes}
     sel = selectors.DefaultSelector()
@@ -196,19 +215,13 @@ def _read_capped(proc: subprocess.Popen, limits: Limits, watch: _Watch) -> tuple
         wait = watch.check()
         if watch.fired:
             break
-        for key, _ in sel.select(timeout=wait):
-            f = key.fileobj
-            try:
-                chunk = os.read(f.fileno(), 65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
+        ready = [key.fileobj for key, _ in sel.select(timeout=wait)]
+        exited = not ready and proc.poll() is not None
+        for f in [key.fileobj for key in sel.get_map().values()] if exited else ready:
+            done, over = _drain(f.fileno(), bufs[f], caps[f], exited)
+            truncated = truncated or (over and f is proc.stdout)
+            if done:
                 sel.unregister(f)
-                continue
-            buf = bufs[f]
-            room = caps[f] - len(buf)
-            buf += chunk[: max(room, 0)]
-            truncated = truncated or (len(chunk) > room and f is proc.stdout)
     sel.close()
     return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), truncated
 
