@@ -131,6 +131,8 @@ WRONG = {
     "patch_builtins_state": ("import builtins\nbuiltins.len = lambda x: 2\ncalls = 0\ndef f(x): return x",
                              "f(1)\nf(2)\nassert calls == 2"),
     "exit_early": ("import os\ndef total(xs): os._exit(0)", "assert total(range(5)) == 10"),
+    "deep_json_forgery": ("import os\ndef total(xs):\n    for fd in range(3, 20):\n        try: os.write(fd, b'{\"rec\": \"total\", \"value\": '"
+                          " + b'[' * 200000 + b'\\n')\n        except OSError: pass\n    return 0", "assert total(range(5)) == 10"),
     "fake_state_marker": ("import os, json\ndef total(xs):\n    os.write(3, (json.dumps({'state': 'x', 'value': 1})"
                           " + '\\n' + json.dumps({'event': 'done'}) + '\\n').encode())\n    return 0",
                           "assert total(range(5)) == 10"),
@@ -147,3 +149,11 @@ def test_wrong_and_hostile_programs_score_zero(name):
 def test_unsupported_result_is_named_in_the_detail():
     v = _mbpp(*WRONG["returns_function"])
     assert "function" in v.detail and "cannot be compared outside the sandbox" in v.detail, v.detail
+
+
+def test_state_failures_are_attributed_to_their_own_test():
+    program = "calls = 0\ndef f(x):\n    global calls\n    calls += 1\n    return x"
+    tests = {"format": "mbpp", "test_list": ["assert f(1) == 1", "assert calls == 5", "assert f(2) == 2 and calls == 2"],
+             "setup": ""}
+    v = check(program, tests, partial=True)
+    assert v.status == "wrong" and v.detail.startswith("test 1: AssertionError") and abs(v.score - 2 / 3) < 1e-9, v

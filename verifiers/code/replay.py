@@ -80,14 +80,17 @@ class _Strip(ast.NodeTransformer):
 
 
 class _LoadState(ast.NodeTransformer):
-    """Parent side: ``__state__([...])`` just before each assert that reads program state."""
+    """Parent side: ``assert __state__([...]) or <test>`` for each assert that reads program
+    state (``__state__`` sets the recorded values and returns None), so it stays one test."""
 
     def __init__(self, state: set[str]):
         self.state = state
 
-    def visit_Assert(self, node: ast.Assert) -> ast.stmt | list[ast.stmt]:
+    def visit_Assert(self, node: ast.Assert) -> ast.stmt:
         names = _names_in(node.test, self.state)
-        return [_state_call(names), node] if names else node
+        if names:
+            node.test = ast.BoolOp(ast.Or(), [_state_call(names).value, node.test])
+        return node
 
 
 def strip(test: str, targets: set[str], state: set[str] = frozenset()) -> str:
