@@ -2,13 +2,16 @@
 
     python scripts/bench_learning.py                       # tiny model, 8 x 8, 16 new tokens, 100 steps, seed 0
     python scripts/bench_learning.py --steps 50 --seeds 0,1 --eval-size 128
+    python scripts/bench_learning.py --config recipes/smollm2_arithmetic.yaml --steps 50 --seeds 0,1 --trl-bf16
 
 Both trainers get the ``scripts/bench_step.py`` set-up (the same prompts in the same order, the
 same math verifier, lr 1e-4 constant, beta 0.04 with k3 KL in the loss, one PPO epoch, fp32,
 the same torch threads and seed), each in its own subprocess. Before and after training, each
 policy is scored by the same function, ``reasoner.trainer.evaluate`` (greedy decoding, the
-math verifier), on the same held-out synthetic test problems. TRL is a benchmark-only
-dependency (``pip install trl==1.16.0``).
+math verifier), on the same held-out synthetic test problems. With ``--config`` both trainers take
+that recipe's model, prompts, sampling, loss aggregation (TRL's ``loss_type`` of the same
+normalisation), optimizer and KL settings instead; ``--trl-bf16`` runs TRL with ``bf16=True``.
+TRL is a benchmark-only dependency (``bash scripts/setup.sh --bench``).
 """
 from __future__ import annotations
 
@@ -39,11 +42,24 @@ def heldout(model, tok, cfg) -> float:
     return evaluate(sampler, problems, prompts, cfg, step=0)["eval/accuracy"]
 
 
-def run_reasoner(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+def recipe_config(path: str, steps: int, threads: int, out_dir: str, overrides: list[str]):
+    from reasoner.config import load_config
+
+    return load_config(path, [f"run.steps={steps}", f"run.threads={threads}", f"run.out_dir={out_dir}",
+                              "run.progress=false", "run.save_every=0", "run.eval_every=0",
+                              "run.log_samples_every=0", "run.device=cpu", *overrides])
+
+
+def make(case: str, steps: int, threads: int, out_dir: str, overrides: list[str], config: str | None):
+    return (recipe_config(config, steps, threads, out_dir, overrides) if config
+            else make_config(case, steps, threads, out_dir, overrides))
+
+
+def run_reasoner(case: str, steps: int, threads: int, overrides: list[str], config: str | None = None) -> dict:
     from reasoner.trainer import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = make_config(case, steps, threads, tmp, overrides)
+        cfg = make(case, steps, threads, tmp, overrides, config)
         t0 = time.perf_counter()
         summary = train(cfg)  # evaluates with reasoner.trainer.evaluate before and after
         seconds = time.perf_counter() - t0
@@ -53,10 +69,12 @@ def run_reasoner(case: str, steps: int, threads: int, overrides: list[str]) -> d
             "rewards": rewards, "seconds": seconds, "problems": summary["heldout_problems"]}
 
 
-def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+def run_trl(case: str, steps: int, threads: int, overrides: list[str], config: str | None = None,
+            bf16: bool = False) -> dict:
     from transformers import TrainerCallback
 
-    trainer, tok, cfg, _ = build_trl(case, steps, threads, overrides)
+    cfg = make(case, steps, threads, tempfile.mkdtemp(), overrides, config)
+    trainer, tok, cfg, _ = build_trl(case, steps, threads, overrides, bf16=bf16, cfg=cfg)
     rewards: list[float] = []
 
     class Rewards(TrainerCallback):
@@ -73,10 +91,10 @@ def run_trl(case: str, steps: int, threads: int, overrides: list[str]) -> dict:
             "problems": cfg.data.eval_size}
 
 
-def spawn(kind: str, case: str, steps: int, threads: int, overrides: list[str]) -> dict:
+def spawn(kind: str, case: str, steps: int, threads: int, overrides: list[str], extra: list[str]) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [sys.executable, __file__, "--worker", kind, "--case", case, "--steps", str(steps),
-               "--threads", str(threads), "--json", f.name] + [f"--set={o}" for o in overrides]
+               "--threads", str(threads), "--json", f.name] + [f"--set={o}" for o in overrides] + extra
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
                "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -93,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-size", type=int, default=256, help="held-out synthetic test problems (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", action="append", default=[], help="extra config override key=value (both trainers)")
+    p.add_argument("--config", help="a recipe YAML both trainers follow (default: the --case set-up)")
+    p.add_argument("--trl-bf16", action="store_true", help="TRL with bf16=True (bf16 autocast over fp32 weights)")
+    p.add_argument("--trainers", default="reasoner,trl")
     p.add_argument("--worker", choices=("reasoner", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -101,17 +122,23 @@ def main(argv: list[str] | None = None) -> int:
     if a.steps < 1:
         p.error("--steps must be at least 1")
     if a.worker:
-        res = (run_reasoner if a.worker == "reasoner" else run_trl)(a.case, a.steps, a.threads, a.set)
+        if a.worker == "reasoner":
+            res = run_reasoner(a.case, a.steps, a.threads, a.set, a.config)
+        else:
+            res = run_trl(a.case, a.steps, a.threads, a.set, a.config, a.trl_bf16)
         Path(a.json).write_text(json.dumps(res))
         return 0
     model, B, G, T = CASES[a.case]
-    results: dict[str, list[dict]] = {"reasoner": [], "trl": []}
+    results: dict[str, list[dict]] = {k: [] for k in a.trainers.split(",")}
+    extra = (["--config", a.config] if a.config else []) + (["--trl-bf16"] if a.trl_bf16 else [])
     for seed in [int(s) for s in a.seeds.split(",") if s]:
         overrides = [f"run.seed={seed}", f"data.eval_size={a.eval_size}"] + a.set
         for kind in results:
-            results[kind].append(spawn(kind, a.case, a.steps, a.threads, overrides))
-    print(f"== same learning: model {model}, {B} prompts x {G} samples, max {T} new tokens, {a.steps} steps, "
-          f"seeds {a.seeds}; held-out greedy accuracy on {results['reasoner'][0]['problems']} synthetic test problems")
+            results[kind].append(spawn(kind, a.case, a.steps, a.threads, overrides, extra))
+    what = f"recipe {a.config}" if a.config else f"model {model}, {B} prompts x {G} samples, max {T} new tokens"
+    first_kind = next(iter(results))
+    print(f"== same learning: {what}, {a.steps} steps, seeds {a.seeds}; held-out greedy accuracy on "
+          f"{results[first_kind][0]['problems']} synthetic test problems" + ("; TRL bf16=True" if a.trl_bf16 else ""))
     print(f"{'trainer':10s} {'before':>7s} {'after':>7s} {'reward first10':>15s} {'reward last10':>14s} {'seconds':>8s}")
     mean = statistics.mean
     for kind, runs in results.items():
@@ -119,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         last = mean(mean(r["rewards"][-10:]) for r in runs)
         print(f"{kind:10s} {mean(r['before'] for r in runs):7.3f} {mean(r['after'] for r in runs):7.3f} "
               f"{first:15.3f} {last:14.3f} {mean(r['seconds'] for r in runs):8.1f}")
-    per_seed = [f"{r['after']:.3f}/{t['after']:.3f}" for r, t in zip(results["reasoner"], results["trl"])]
-    print("after, reasoner/TRL per seed: " + "  ".join(per_seed))
+    for kind, runs in results.items():
+        print(f"{kind} per seed (before -> after): " + "  ".join(f"{r['before']:.3f}->{r['after']:.3f}" for r in runs))
     return 0
 
 

@@ -179,8 +179,12 @@ def trl_model_dir(cfg, tmp: str) -> str:
     return f"{tmp}/model"
 
 
-def build_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: bool = False):
-    """(trainer, tokenizer, cfg, problems): a trl.GRPOTrainer set up for the same work as ``make_config``."""
+TRL_LOSS = {"seq_mean_token_mean": "grpo", "token_mean": "dapo", "seq_mean_token_sum_norm": "dr_grpo"}
+
+
+def build_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: bool = False, cfg=None):
+    """(trainer, tokenizer, cfg, problems): a trl.GRPOTrainer set up for the same work as ``make_config``
+    (or as ``cfg``, a reasoner config: its model, prompts, sampling, loss aggregation, optimizer and steps)."""
     import torch
     import trl
     from datasets import Dataset
@@ -191,7 +195,8 @@ def build_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: b
 
     torch.set_num_threads(threads)
     tmp = tempfile.mkdtemp()
-    cfg = make_config(case, steps, threads, tmp, overrides)
+    cfg = cfg if cfg is not None else make_config(case, steps, threads, tmp, overrides)
+    steps = cfg.run.steps
     path = trl_model_dir(cfg, tmp)
     tok = AutoTokenizer.from_pretrained(path)
     prepare_tokenizer(tok)
@@ -205,7 +210,7 @@ def build_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: b
     args = trl.GRPOConfig(
         output_dir=tmp, per_device_train_batch_size=B * G, num_generations=G, max_completion_length=T,
         learning_rate=o.lr, beta=cfg.algo.beta, num_iterations=1, gradient_accumulation_steps=1,
-        loss_type="grpo", scale_rewards="group", epsilon=cfg.algo.eps_low, epsilon_high=cfg.algo.eps_high,
+        loss_type=TRL_LOSS[cfg.algo.loss_agg], scale_rewards="group", epsilon=cfg.algo.eps_low, epsilon_high=cfg.algo.eps_high,
         use_bias_correction_kl=False, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, top_k=0,
         max_grad_norm=o.grad_clip, adam_beta1=o.betas[0], adam_beta2=o.betas[1], weight_decay=o.weight_decay,
         lr_scheduler_type=o.schedule, warmup_steps=o.warmup_steps, max_steps=steps, shuffle_dataset=False,

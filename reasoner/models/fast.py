@@ -65,6 +65,22 @@ class KVCache:
         self.mask = self.mask[index]
 
 
+class _Take(torch.autograd.Function):
+    """x.index_select(0, idx) for indices that never repeat: the backward copies the gradient into place
+    (index_copy) instead of index_select's accumulating scatter-add, which is slow in bf16 on the CPU."""
+
+    @staticmethod
+    def forward(ctx, x, idx):
+        ctx.save_for_backward(idx)
+        ctx.shape = x.shape
+        return x.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (idx,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.shape).index_copy_(0, idx, grad), None
+
+
 class ModuleProjections:
     """The layers' own projection modules (any kind: plain Linear, peft's LoRA layers), with autograd."""
 
@@ -179,7 +195,7 @@ def completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, complet
         return flat.view(rows, width, *x.shape[1:]).transpose(1, 2)
 
     def packed(o, idx):  # [rows, heads, width, d] -> [m, heads, d]
-        return o.transpose(1, 2).reshape(-1, o.shape[1], o.shape[3]).index_select(0, idx)
+        return _Take.apply(o.transpose(1, 2).reshape(-1, o.shape[1], o.shape[3]), idx)
 
     def attend(li, q, k, v):  # [Mp + Mc, heads, d] each
         scale = backbone.layers[li].self_attn.scaling
