@@ -1,10 +1,15 @@
-"""Decoding throughput of SmolLM2-135M-Instruct: reasoner's sampler against ``model.generate()`` (the
-path TRL's GRPOTrainer takes without vLLM) in the same run, and against this machine's bounds.
+"""Decoding throughput of SmolLM2-135M-Instruct: reasoner's sampler against ``model.generate()`` and
+against TRL's generation, in the same run, and against this machine's bounds.
 
     python scripts/bench_generate.py                         # 32 rows (4 prompts x 8), 64 and 256 new tokens
     python scripts/bench_generate.py --rows 32 --tokens 64 --reps 5
 
-Every row decodes exactly ``--tokens`` tokens (EOS is ignored on both sides) so the work is equal.
+Contenders: ``reasoner`` (``TransformersSampler`` on bf16 weights, as ``model.precision=bf16-mixed``
+decodes, and on fp32 weights); ``model.generate`` on the same bf16 weights (prompts once,
+``num_return_sequences``); ``TRL`` as GRPOTrainer 1.16 generates without vLLM
+(``unwrapped_model.generate`` with its GenerationConfig, ``disable_compile=True``, each prompt
+repeated once per completion, on its fp32 weights, under bf16 autocast for ``bf16=True``).
+Every row decodes exactly ``--tokens`` tokens (EOS is ignored by all) so the work is equal.
 Figures are medians over ``--reps`` runs after one warm-up, alternating the contenders. Bounds, both
 measured here in the same run:
 * memory traffic: each decode step reads every weight once (bf16: 2 bytes a parameter); the bound is
@@ -67,34 +72,51 @@ def hf_generate(model, tok, prompts, n: int, tokens: int):
     return run
 
 
+def trl_generate(model, tok, prompts, n: int, tokens: int, bf16: bool):
+    from transformers import GenerationConfig
+
+    enc = tok([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True, add_special_tokens=False)
+    gen = GenerationConfig(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, temperature=1.0, top_p=1.0,
+                           top_k=0, pad_token_id=tok.pad_token_id, disable_compile=True)
+
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model.generate(**enc, generation_config=gen)
+        return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=32, help="rows decoded together (4 prompts x rows/4 samples)")
     p.add_argument("--tokens", default="64,256")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precisions", default="bfloat16,float32")
+    p.add_argument("--contenders", default="reasoner,model.generate,TRL",
+                   help="substrings of the contenders' names to run")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     n = a.rows // len(QUESTIONS)
     rates: dict[str, list[float]] = {}
-    for dtype in a.precisions.split(","):
-        model, tok = load_model(ModelConfig(name="smollm2"), dtype=dtype)
-        model.eval()
-        prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-                   for q in QUESTIONS]
-        for tokens in (int(t) for t in a.tokens.split(",")):
-            fns = {f"reasoner {dtype}": ours(model, tok, prompts, n, tokens),
-                   f"model.generate {dtype}": hf_generate(model, tok, prompts, n, tokens)}
-            for fn in fns.values():
-                fn()  # warm-up
-            for _ in range(a.reps):
-                for name, fn in fns.items():
-                    t0 = time.perf_counter()
-                    done = fn()
-                    rates.setdefault(f"{name} x{tokens}", []).append(done / (time.perf_counter() - t0))
-        n_params = sum(x.numel() for x in model.parameters())
-        del model
+    fp32, tok = load_model(ModelConfig(name="smollm2"), dtype="float32")
+    bf16 = load_model(ModelConfig(name="smollm2"), dtype="bfloat16")[0].eval()
+    fp32.eval()
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in QUESTIONS]
+    for tokens in (int(t) for t in a.tokens.split(",")):
+        fns = {"reasoner bf16": ours(bf16, tok, prompts, n, tokens), "reasoner fp32": ours(fp32, tok, prompts, n, tokens),
+               "model.generate bf16": hf_generate(bf16, tok, prompts, n, tokens),
+               "TRL bf16=True": trl_generate(fp32, tok, prompts, n, tokens, bf16=True),
+               "TRL fp32": trl_generate(fp32, tok, prompts, n, tokens, bf16=False)}
+        fns = {k: v for k, v in fns.items() if any(c in k for c in a.contenders.split(","))}
+        for fn in fns.values():
+            fn()  # warm-up
+        for _ in range(a.reps):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                done = fn()
+                rates.setdefault(f"{name} x{tokens}", []).append(done / (time.perf_counter() - t0))
+    n_params = sum(x.numel() for x in bf16.parameters())
     linear = n_params  # SmolLM2 ties its head to the embedding: every parameter is read once per step as a matmul
     bw, peak = bandwidth_gbs(n_params), mm_gflops(a.rows)
     print(f"SmolLM2-135M ({n_params / 1e6:.1f}M parameters), {a.rows} rows, {a.threads} threads, medians of {a.reps}")
