@@ -7,6 +7,7 @@ and the metrics so far.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -51,15 +52,32 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped.save_pretrained(tmp, **({"state_dict": full} if full is not None else {}))
-        tokenizer.save_pretrained(tmp)
-        torch.save({**state, "step": step, "rng": rngs}, tmp / STATE)
+        try:
+            unwrapped.save_pretrained(tmp, **({"state_dict": full} if full is not None else {}))
+            tokenizer.save_pretrained(tmp)
+            torch.save({**state, "step": step, "rng": rngs}, tmp / STATE)
+        except (OSError, RuntimeError) as e:  # a full disk surfaces as RuntimeError from torch's zip writer
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _write_error(final, e) from e
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     distributed.barrier()
     return final
+
+
+def _write_error(final: Path, e: BaseException) -> Exception:
+    """One line for a checkpoint that could not be written (full disk, permissions), naming the place."""
+    try:
+        free = shutil.disk_usage(final.parent).free
+    except OSError:
+        free = -1
+    full = getattr(e, "errno", None) == errno.ENOSPC or 0 <= free < 64 << 20
+    why = (f"no space left on the device ({free / 2**20:.0f} MiB free)" if full else f"{type(e).__name__}: "
+           + " ".join(str(e).split())[:200])
+    return OSError(f"could not write checkpoint {final}: {why}; the previous checkpoints are intact "
+                   "(free some space or choose another run.out_dir, then resume with --resume auto)")
 
 
 def save_final(path: Path, model, tokenizer, weights: dict | None = None) -> None:
@@ -127,3 +145,41 @@ def load_state(ckpt: Path, rank: int | None = None) -> dict[str, Any]:
         rng = rng[rank] if rank < len(rng) else rng[0]
     _set_rng_state(rng)
     return state
+
+
+def clean_stale(run_dir: Path) -> list[Path]:
+    """Remove what a kill during a save leaves: ``.tmp-step-*`` directories and step directories
+    without their trainer state (half deleted); return what was removed."""
+    root = Path(run_dir) / "checkpoints"
+    stale = [p for p in root.glob(".tmp-step-*")] + [p for p in root.glob("step-*") if not (p / STATE).is_file()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def prepare_run_dir(run_dir: Path, resume: str, overwrite: bool) -> None:
+    """Before anything is written: the directory must be writable, and a fresh run (``resume=none``)
+    refuses one that holds another run's checkpoints unless ``overwrite`` (they are then removed)."""
+    from reasoner.config import ConfigError
+
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run.out_dir={str(run_dir)!r} is not writable ({e.strerror or e}); choose another "
+                          "run.out_dir") from None
+    clean_stale(run_dir)
+    old = list_checkpoints(run_dir)
+    if resume != "none" or not old:
+        return
+    if not overwrite:
+        raise ConfigError(f"run.out_dir={str(run_dir)!r} holds another run's checkpoints (up to {old[-1].name}); "
+                          "continue it with --resume auto, choose another run.out_dir, or set run.overwrite=true "
+                          "to replace it")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run_dir / "final", ignore_errors=True)
+    for name in ("samples.jsonl", "summary.json"):
+        (run_dir / name).unlink(missing_ok=True)

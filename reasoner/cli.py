@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {"train": "train a policy (defaults: the embedded tiny model on built-in arithmetic)",
@@ -12,7 +13,9 @@ COMMANDS = {"train": "train a policy (defaults: the embedded tiny model on built
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reasoner", description="RL from verifiable rewards for reasoning models")
+    parser = argparse.ArgumentParser(prog="reasoner", description="RL from verifiable rewards for reasoning models",
+                                     epilog="Errors print one line; --debug (anywhere) or REASONER_DEBUG=1 shows "
+                                            "the traceback.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -22,19 +25,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from reasoner.config import ConfigError
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its message (for OSError: the file and the reason)."""
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e.args[0]) if len(e.args) == 1 else str(e)
+    return " ".join(text.split()) or type(e).__name__
 
-    argv = sys.argv[1:] if argv is None else argv
+
+def _debug(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` anywhere on the line (or REASONER_DEBUG=1): full tracebacks instead of one line."""
+    flag = "--debug" in argv or os.environ.get("REASONER_DEBUG", "") not in ("", "0")
+    return flag, [a for a in argv if a != "--debug"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug, argv = _debug(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv or ["train"])
     if not getattr(args, "_main", None):
         args = build_parser().parse_args(["train", *argv])
     try:
-        return args._main(args)
-    except ConfigError as e:
-        msg = e.args[0] if e.args else str(e)
-        print(f"reasoner: error: {msg}", file=sys.stderr)
+        rc = args._main(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return rc
+    except BrokenPipeError:  # `reasoner list | head`: the reader left; say nothing more
+        _quiet_stdout()
+        return 0
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        print(f"reasoner: {e.args[0] if e.args else 'interrupted'}", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError, ImportError) as e:  # ConfigError and DataError are ValueErrors
+        if debug:
+            raise
+        print(f"reasoner: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

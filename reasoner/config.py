@@ -121,7 +121,9 @@ class RunConfig:
     parallel: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2, sharded weights)
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
     allow_weak_sandbox: bool = False
-    progress: bool = True
+    progress: bool = True  # a progress bar on a terminal; elsewhere (a log file) one line every ~5% of the steps
+    plugins: str = ""  # comma-separated modules or .py files imported first, e.g. mypkg.verifiers,./my_verifiers.py
+    overwrite: bool = False  # a fresh run may replace another run's checkpoints in run.out_dir
 
 
 @dataclass
@@ -273,20 +275,54 @@ def validate(cfg: Config) -> Config:
         check_weights(cfg.algo.reward_weights)
     except (KeyError, ValueError) as e:
         raise ConfigError(f"algo.reward_weights: {e.args[0]}") from None
+    if cfg.sampling.group_size < 2 and cfg.algo.advantage != "gae":
+        raise ConfigError(f"sampling.group_size={cfg.sampling.group_size} with algo.advantage={cfg.algo.advantage}: "
+                          "a group estimator compares each completion with the others of its group, so one "
+                          "completion per problem gives zero advantage and trains nothing; use "
+                          "sampling.group_size>=2 (or algo.advantage=gae, which needs no group)")
     n = cfg.run.batch_size * cfg.sampling.group_size
     if n % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches} must divide run.batch_size*sampling.group_size={n}")
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- preset <- YAML file <- ``key.sub=value`` overrides, then validate()."""
-    flat: dict[str, Any] = {}
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's keys, flattened; a missing file or a YAML syntax error is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        tree = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{where}: invalid YAML ({what})") from None
+    if tree is not None and not isinstance(tree, dict):
+        raise ConfigError(f"{p}: expected sections (model:, data:, run:, ...), got a {type(tree).__name__}")
+    return _flatten(tree or {})
+
+
+def load_plugins(spec: str, key: str = "run.plugins") -> list[str]:
+    """Import ``run.plugins`` (modules or .py files) so that their registrations are valid names;
+    a plugin that cannot be imported is a ConfigError naming ``key``."""
+    if not spec or not spec.strip():
+        return []
+    import verifiers
+
+    try:
+        return verifiers.load_plugins(spec)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e.args[0] if e.args else e}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: str | Path | None = None) -> Config:
+    """Defaults <- preset <- ``base`` (a run's saved config.yaml, on resume) <- YAML file <- ``key.sub=value``
+    overrides; then ``run.plugins`` are imported and everything is validated."""
+    flat: dict[str, Any] = read_yaml(base) if base else {}
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        flat.update(_flatten(yaml.safe_load(p.read_text()) or {}))
+        flat.update(read_yaml(path))
     for item in overrides or []:
         key, eq, value = item.partition("=")
         if not eq:
@@ -305,6 +341,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             _set(cfg, key, value)
     for key, value in flat.items():
         _set(cfg, key, value)
+    load_plugins(cfg.run.plugins)  # plugins may register verifiers, estimators, rewards: before validation
     return validate(cfg)
 
 

@@ -60,11 +60,33 @@ class MetricsLog:
 
 
 def log_samples(path: Path, step: int, prompts: list[str], texts: list[str], scores: list[float],
-                statuses: list[str], group_size: int, max_problems: int = 2) -> None:
-    """Append a few prompts with all their completions, rewards and verdicts."""
+                statuses: list[str], group_size: int, max_problems: int = 2, details: list[str] | None = None) -> None:
+    """Append a few prompts with all their completions, rewards, verdicts and the verdicts' details
+    (a crashing verifier's exception text); problems with an ``error`` verdict come first."""
+    n = len(prompts)
+    order = sorted(range(n), key=lambda i: not any(statuses[j] == "error"
+                                                    for j in range(i * group_size, (i + 1) * group_size)))
     with path.open("a") as f:
-        for i, prompt in enumerate(prompts[:max_problems]):
+        for i in sorted(order[:max_problems]):
             rows = range(i * group_size, (i + 1) * group_size)
-            f.write(json.dumps({"step": step, "prompt": prompt,
-                                "completions": [{"text": texts[j], "reward": scores[j], "verdict": statuses[j]}
+            f.write(json.dumps({"step": step, "prompt": prompts[i],
+                                "completions": [{"text": texts[j], "reward": scores[j], "verdict": statuses[j],
+                                                 **({"detail": details[j]} if details is not None else {})}
                                                 for j in rows]}) + "\n")
+
+
+def truncate_samples(path: Path, step: int) -> None:
+    """Keep only the rows of steps <= ``step`` (a resume at ``step`` writes the later ones again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    if keep:
+        path.write_text("".join(keep))
+    else:
+        path.unlink()

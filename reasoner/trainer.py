@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +19,7 @@ from reasoner.advantages import ADVANTAGES, frac_zero_std_groups
 from reasoner.config import Config, save_config
 from reasoner.data.overlap import warn_overlap
 from reasoner.losses import KL_ESTIMATORS
-from reasoner.metrics import log_samples
+from reasoner.metrics import log_samples, truncate_samples
 from reasoner.models import load_model
 from reasoner.optim import Optimizer
 from reasoner.reference import logp_of, make_runner, rollout_inputs
@@ -42,14 +46,18 @@ def train(cfg: Config) -> dict:
     device, dd = runtime.setup(cfg)
     out = Path(cfg.run.out_dir)
     if dd.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.prepare_run_dir(out, cfg.run.resume, cfg.run.overwrite)  # writable; not another run's; no stale tmp
         save_config(cfg, out / "config.yaml")
+    stop = _StopAtStep(active=dd.world == 1)  # before any fork: children leave SIGINT to this process
+    if not sys.stderr.isatty():
+        _quiet_progress_bars()  # a log file: no carriage-return bars from transformers and the hub
     t_start = time.perf_counter()
 
     # 2. problems
     train_set = data.load_problems(cfg.data.train, cfg.data.train_split, cfg.data)
     eval_set = data.load_problems(cfg.data.eval, cfg.data.eval_split, cfg.data)
     eval_set = eval_set[: cfg.data.eval_size] if cfg.data.eval_size else eval_set
+    _check_problems(train_set, eval_set, cfg)  # empty train set, unknown verifiers: before any model loads
     warn_overlap(train_set, {cfg.data.eval: eval_set})
     isolation = _check_sandbox(train_set + eval_set, cfg)
 
@@ -79,6 +87,10 @@ def train(cfg: Config) -> dict:
         log = distributed.metrics_log(out, state["metrics"])
         sampler.sync_weights(model)
         print(f"[rank {dd.rank}] resumed from {ckpt} at step {start}")
+    elif cfg.run.resume == "auto" and dd.is_main:
+        print(f"--resume auto: no checkpoint in {out / 'checkpoints'}; starting a fresh run")
+    if dd.is_main:
+        truncate_samples(out / "samples.jsonl", start)  # rows past the resumed step are written again
 
     # 5. evaluate before training
     if start == 0:
@@ -87,9 +99,11 @@ def train(cfg: Config) -> dict:
 
     # 6. the loop
     bad_steps, G = 0, cfg.sampling.group_size
+    tty, shown_error = sys.stderr.isatty(), False
     bar = tqdm(range(start, cfg.run.steps), initial=start, total=cfg.run.steps,
-               disable=not (cfg.run.progress and dd.is_main), dynamic_ncols=True)
-    for step in bar:
+               disable=not (cfg.run.progress and dd.is_main and tty), dynamic_ncols=True)
+    plain_every = max(1, cfg.run.steps // 20) if cfg.run.progress and dd.is_main and not tty else 0  # a log file
+    for step in stop.steps(bar):
         t = {}
         # (a)-(c) problems, sample, score, shape rewards; dynamic sampling refills dropped groups
         params = SamplingParams(n=G, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
@@ -97,6 +111,7 @@ def train(cfg: Config) -> dict:
                                 seed=cfg.run.seed * 1_000_003 + step + 7_919 * dd.rank)
         sc, shaped = dynamic.collect(stream, step, render, sampler, params, cfg, t)
         prompts, roll, verdicts, scores = sc.prompts, sc.roll, sc.verdicts, sc.scores
+        shown_error = shown_error or (dd.is_main and _report_errors(verdicts, step + 1))
         # (d) reference (and old) log-probs; a reference process works while the update's forward runs
         t0 = time.perf_counter()
         ref_logp = reference.start(roll) if reference is not None else None  # Pending: call for [N, T]
@@ -130,18 +145,24 @@ def train(cfg: Config) -> dict:
         bad_steps = bad_steps + 1 if upd["update/skipped"] else 0
         if dd.is_main and cfg.run.log_samples_every and step % cfg.run.log_samples_every == 0:
             log_samples(out / "samples.jsonl", step + 1, prompts, roll.texts, scores.tolist(),
-                        [v.status for v in verdicts], G)
+                        [v.status for v in verdicts], G, details=[v.detail for v in verdicts])
         if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and step + 1 < cfg.run.steps:
             row.update(evaluate(sampler, eval_set, eval_prompts, cfg, step=step + 1))
         log.log(row)
         bar.set_postfix(reward=f"{row['reward/mean']:.2f}", acc=f"{log.last('eval/accuracy'):.3f}")
         done = step + 1 == cfg.run.steps
-        if bad_steps >= cfg.run.max_bad_steps or (cfg.run.save_every and (step + 1) % cfg.run.save_every == 0) or done:
+        if plain_every and ((step + 1) % plain_every == 0 or done):  # instead of a bar: one line
+            print(f"step {step + 1}/{cfg.run.steps}  reward {row['reward/mean']:.3f}  "
+                  f"held-out acc {log.last('eval/accuracy'):.3f}", flush=True)
+        saving = cfg.run.save_every and (step + 1) % cfg.run.save_every == 0
+        if bad_steps >= cfg.run.max_bad_steps or saving or done or stop.requested:
             _save(out, step + 1, model, tok, opt, beta, log, cfg, critic)
             log.write_csv()
         if bad_steps >= cfg.run.max_bad_steps:
             raise RuntimeError(f"{bad_steps} consecutive non-finite losses or gradients at step {step + 1}; "
                                f"stopped with a checkpoint of the last good state in {out / 'checkpoints'}")
+        if stop.requested and not done:
+            _interrupted(out, step + 1, cfg, bar, reference)
     bar.close()
     if reference is not None:
         reference.close()
@@ -229,6 +250,97 @@ def _save(out, step, model, tok, opt, beta, log, cfg, critic=None) -> None:
     state = {"optim": opt.state_dict(), "beta": beta, "metrics": log.rows,
              **({"critic": critic.checkpoint_state()} if critic is not None else {})}
     checkpoint.save(out, step, model, tok, state, cfg.run.keep_checkpoints)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT honoured at a step boundary: a checkpoint was saved; the message says how to resume."""
+
+
+def _interrupted(out: Path, step: int, cfg: Config, bar, reference) -> None:
+    bar.close()
+    if reference is not None:
+        reference.close()
+    raise Interrupted(f"interrupted at step {step} of {cfg.run.steps}; checkpoint saved in "
+                      f"{out / 'checkpoints' / f'step-{step:07d}'}; resume with: reasoner train --resume auto "
+                      f"run.out_dir={out}")
+
+
+class _StopAtStep:
+    """SIGINT during the loop asks for a stop after the current step (with a checkpoint); a second
+    one, or one before the loop, aborts at once. Forked children (reference, workers) inherit the
+    handler and ignore SIGINT: this process decides. Off under torchrun (ranks must stop together)."""
+
+    def __init__(self, active: bool):
+        self.requested, self.armed, self.pid, self.prev = False, False, os.getpid(), None
+        if active and threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored (a background job): leave it
+            self.prev = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            return
+        if not self.armed or self.requested:
+            self.close()
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nreasoner: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def steps(self, it):
+        """Iterate ``it`` with the stop armed; the previous SIGINT handler is back when it ends."""
+        self.armed = True
+        try:
+            yield from it
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.armed = False
+        if self.prev is not None and os.getpid() == self.pid:
+            signal.signal(signal.SIGINT, self.prev)
+            self.prev = None
+
+
+def _quiet_progress_bars() -> None:
+    try:
+        import huggingface_hub.utils
+        import transformers.utils.logging
+
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
+    except (ImportError, AttributeError):
+        pass
+
+
+def _report_errors(verdicts, step: int) -> bool:
+    """Print the first ``error`` verdict's text (a verifier that raised) once; True when printed."""
+    errors = [v for v in verdicts if v.status == "error"]
+    if not errors:
+        return False
+    tqdm.write(f"reasoner: warning: step {step}: {len(errors)} of {len(verdicts)} completions got verdict "
+               f"'error' (verify/error_frac in metrics.jsonl, details in samples.jsonl); first: {errors[0].detail}",
+               file=sys.stderr)
+    return True
+
+
+def _check_problems(train_set, eval_set, cfg: Config) -> None:
+    """One-line errors before any model loads: an empty training set, a row naming an unknown verifier
+    (train, held-out and run.eval_suites)."""
+    if not train_set:
+        skipped = " (every row was skipped as malformed)" if getattr(train_set, "skipped", 0) else ""
+        raise data.DataError(f"data.train={cfg.data.train!r} (split {cfg.data.train_split!r}): the training set "
+                             f"is empty{skipped}")
+    sets = {f"data.train={cfg.data.train!r}": train_set, f"data.eval={cfg.data.eval!r}": eval_set}
+    for spec in [s.strip() for s in cfg.run.eval_suites.split(",") if s.strip()]:
+        from benchmarks.run import load_suite, resolve_suite
+
+        sets[f"run.eval_suites: {spec}"] = load_suite(resolve_suite(spec), cfg.data)
+    for key, problems in sets.items():
+        try:
+            verifiers.check_names(problems)
+        except ValueError as e:
+            raise data.DataError(f"{key}: {e.args[0]} (for a run: run.plugins=mypkg.verifiers or ./my_verifiers.py)"
+                                 ) from None
 
 
 def _check_sandbox(problems, cfg: Config) -> str | None:

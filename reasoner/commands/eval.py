@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-kinds", default="add,sub", help="kinds for the synthetic suite (and the tiny model)")
     p.add_argument("--backend", default="transformers", help="transformers | vllm")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--plugins", default="", help="comma-separated modules or .py files imported first (their "
+                                                 "@verifiers.register verifiers become valid names)")
 
 
 def protocol_from_args(args: argparse.Namespace):
@@ -53,6 +55,10 @@ def main(args: argparse.Namespace) -> int:
     from reasoner.config import Config, DataConfig, ModelConfig, SamplingConfig
 
     try:
+        import verifiers
+        from reasoner.config import load_plugins
+
+        load_plugins(getattr(args, "plugins", ""), key="--plugins")  # before the suites' verifier names are checked
         protocol = protocol_from_args(args)
         protocol.validate()  # bad flags and unknown suites fail before any model is loaded
         suites = [s.strip() for s in args.suite.split(",") if s.strip()]
@@ -60,6 +66,12 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--suite names no suite")
         data_cfg = DataConfig(data_dir=args.data_dir, synthetic_kinds=args.synthetic_kinds)
         loaded = load_suites(suites, data_cfg, protocol)  # data errors surface before the model loads
+        for suite, problems in loaded.values():
+            try:
+                verifiers.check_names(problems)
+            except ValueError as e:
+                raise ValueError(f"suite {suite.name}: {e.args[0]} (for eval: --plugins mypkg.verifiers)"
+                                 ) from None
     except (ValueError, KeyError) as e:  # DataError is a ValueError
         print(f"reasoner eval: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ RESPONSE_FIELDS = ("response", "completion", "output", "solution", "generation")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verifier", default="math", help="verifier name (see `reasoner list`)")
+    p.add_argument("--plugins", default="", help="comma-separated modules or .py files that register verifiers")
     p.add_argument("--gold", help="gold answer, or a whole reference solution")
     p.add_argument("--response", help="model response to check (use '-' to read stdin)")
     p.add_argument("--fallback", default="last_number", choices=("last_number", "none"),
@@ -106,7 +107,18 @@ def _dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_verifier(args: argparse.Namespace) -> None:
+    import verifiers
+    from reasoner.config import ConfigError, load_plugins
+
+    load_plugins(args.plugins, key="--plugins")
+    if args.verifier not in verifiers.names():
+        raise ConfigError(f"--verifier {args.verifier!r} is not registered; registered verifiers: "
+                          f"{', '.join(verifiers.names())} (load your own with --plugins mypkg.verifiers or a .py file)")
+
+
 def main(args: argparse.Namespace) -> int:
+    _check_verifier(args)
     if args.dataset:
         return _dataset(args)
     return _one(args)

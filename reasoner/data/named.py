@@ -123,14 +123,49 @@ def _load_rows(ns: NamedSet, split: str, cfg: Any) -> Problems:
         return build_problems(read_file(path), ns.name, keep=keep, **opts)
     if ns.hub is None:
         raise DataError(f"dataset {ns.name!r} split {split!r}: no local copy in {_where(ns, split, cfg)} and no hub id")
+    offline = not hub_reachable()  # no network: use the HF cache only, at once, instead of ~30 s of retries
     try:
+        if offline and not _go_offline():
+            raise ConnectionError("the hub is unreachable (no network)")
         rows = list(read_hub(ns.hub, ns.hub_splits.get(split, split), ns.hub_config))
     except Exception as e:  # offline, no such split, datasets missing, ...
-        raise DataError(f"dataset {ns.name!r} split {split!r}: no local copy in {_where(ns, split, cfg)}, and "
-                        f"loading {ns.hub!r} from the hub failed ({type(e).__name__}: {str(e)[:200]}). Set "
-                        f"data.data_dir (--data-dir) or REASONER_DATA_DIR to a directory holding "
+        why = "the hub is unreachable (offline) and the HF cache holds no copy" if offline else \
+            f"loading {ns.hub!r} from the hub failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        raise DataError(f"dataset {ns.name!r} split {split!r}: no local copy in {_where(ns, split, cfg)}, and {why}. "
+                        f"Set data.data_dir (--data-dir) or REASONER_DATA_DIR to a directory holding "
                         f"{ns.name}/{ns.local_names(split)[0]}") from None
     return build_problems(rows, ns.name, **opts)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers a TCP connect within ``timeout`` (False when HF offline mode is set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k, "") not in ("", "0") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # through a proxy: a direct connect says nothing; let the hub client try
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _go_offline() -> bool:
+    """Put huggingface_hub and datasets in offline mode (they read it when first imported); False when
+    they were imported already in online mode (a hub call would then retry for a long time)."""
+    import sys
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if "huggingface_hub" not in sys.modules:
+        return True
+    from huggingface_hub import constants
+
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def _where(ns: NamedSet, split: str, cfg: Any) -> str:

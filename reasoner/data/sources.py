@@ -199,14 +199,17 @@ Format = Callable[[dict[str, Any], Schema], Built]
 FORMATS: Registry[Format] = Registry("data format")
 
 
-def _field(rec: dict[str, Any], name: str) -> Any:
+def _field(rec: dict[str, Any], name: str, role: str | None = None) -> Any:
+    """``rec[name]``; a missing field names the fields there are and, for a mappable ``role``, the fix."""
     if name not in rec:
-        raise ValueError(f"missing field {name!r} (fields: {', '.join(map(str, rec))})")
+        hint = (f"; if another field holds the {role}, set data.field_map={{{role}: <that field>}}"
+                if role and rec else "")
+        raise ValueError(f"missing field {name!r} (fields: {', '.join(map(str, rec))}){hint}")
     return rec[name]
 
 
 def _prompt(rec: dict[str, Any], schema: Schema) -> str | list[dict[str, str]]:
-    value = _field(rec, schema.problem)
+    value = _field(rec, schema.problem, "problem")
     if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
         return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
     if not isinstance(value, str) or not value.strip():
@@ -217,7 +220,7 @@ def _prompt(rec: dict[str, Any], schema: Schema) -> str | list[dict[str, str]]:
 def _math(extract: Callable[[Any], str | None], what: str) -> Format:
     def build(rec: dict[str, Any], schema: Schema) -> Built:
         prompt = _prompt(rec, schema)
-        answer = extract(_field(rec, schema.answer))
+        answer = extract(_field(rec, schema.answer, "answer"))
         if answer is None:
             raise ValueError(f"field {schema.answer!r}: {what} (value {str(rec[schema.answer])[-60:]!r})")
         return Built(prompt, answer, None, "math")
