@@ -281,8 +281,13 @@ class _HeadLogp(torch.autograd.Function):
             dlogits = dlogits.to(weight.dtype)
             if need_h:
                 torch.mm(dlogits, weight, out=gh[i * rows:i * rows + len(y)])
-            if need_w:
-                gw = torch.mm(dlogits.t(), h).float() if gw is None else gw.addmm_(dlogits.t().float(), h.float())
+            if need_w:  # float32 sums; the matmul in the weights' dtype (a bf16 mm is several times faster)
+                if gw is None:
+                    gw = torch.mm(dlogits.t(), h).float()
+                elif weight.dtype == torch.float32:
+                    gw.addmm_(dlogits.t(), h)
+                else:
+                    gw.add_(torch.mm(dlogits.t(), h))
             if need_b:
                 gb += dlogits.float().sum(0)
         ctx.probs = ctx.kept = None  # the workspace is free again
