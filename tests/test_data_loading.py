@@ -1,4 +1,5 @@
-"""Loaders on the real benchmark files in /work/shared/data, local formats, bad rows, render, overlap."""
+"""Loaders on the real benchmark files ($REASONER_DATA_DIR, else ../shared/data), local formats, bad rows, render,
+overlap."""
 from __future__ import annotations
 
 import gzip
@@ -14,7 +15,7 @@ from reasoner.data import DATASETS, DataError, load_problems, render
 from reasoner.data.overlap import find_overlap, warn_overlap
 from reasoner.types import Problem
 
-SHARED = Path(os.environ.get("REASONER_TEST_DATA", "/work/shared/data"))
+from conftest import SHARED_DATA as SHARED  # noqa: E402
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"benchmark copies not found in {SHARED}")
 
 
