@@ -7,8 +7,9 @@ Writes ``tests/data/math_real_output.jsonl``, one row per distinct (gold, respon
 
 - ``synthetic``: the embedded tiny model sampled (n=4, temperature 1, 16 new tokens, seed 0) on the
   built-in test problems of every kind (add, sub, mul, linear, fraction);
-- ``runs``: SmolLM2-135M-Instruct completions found in ``/tmp/runs/*/samples.jsonl`` (written by
-  training runs on "What is A + B?" problems; the gold is computed from the prompt);
+- ``runs``: completions found in ``/tmp/runs/*/samples.jsonl``, logged by training runs (SmolLM2 on
+  "What is A + B?", the tiny model on "A+B="; the model is read from the run's config.yaml, the gold
+  is computed from the prompt);
 - ``synthetic-greedy``: the same problems, the tiny model greedy;
 - ``smollm2-synthetic``: SmolLM2-135M-Instruct sampled (n=4, temperature 1, 48 new tokens, seed 0)
   on the first question-style built-in test problems ("What is 47 + 35?"), every kind;
@@ -101,6 +102,7 @@ HAND: dict[str, bool] = {
     "d31338626bb07d13": False,  # no answer (9 is a multiplier) (both rules said right)
     "3e3466282af8f486": False,  # no answer (692 is the operand) (both rules said right)
 }
+HAND["a32e3497aedb3ee0"] = False  # "The equation 65 + 50 is a classic ...": restates the question (a later run)
 # Rows too ambiguous under the policy to label either way: dropped.
 DROP = {
     "ebd6beeb977b13c1",  # "240 * 3 = 720. Here's a bit of code ... x = 200 * 3 = 600": an extra answer or not?
@@ -220,24 +222,35 @@ def tiny_rows() -> list[dict]:
     return rows
 
 
-_ARITH = re.compile(r"What is (-?\d+) ([+\-*]) (-?\d+)\?")
+_ARITH = re.compile(r"What is (-?\d+) ([+\-*]) (-?\d+)\?|^(-?\d+)([+\-*])(-?\d+)=$")
+
+
+def run_model(samples: str) -> str | None:
+    """The model named in the run's config.yaml beside samples.jsonl (tiny or smollm2), else None."""
+    cfg = Path(samples).with_name("config.yaml")
+    m = re.search(r"^model:\s*\n\s+name:\s*(\S+)", cfg.read_text(encoding="utf-8"), re.M) if cfg.is_file() else None
+    return {"tiny": "tiny", "smollm2": SMOL}.get(m[1]) if m else None
 
 
 def runs_rows(pattern: str) -> list[dict]:
+    """Completions logged by training runs on built-in add/sub/mul problems, gold computed from the prompt."""
     rows = []
     for f in sorted(glob.glob(pattern)):
+        model = run_model(f)
+        if model is None:
+            continue
         for line in open(f, encoding="utf-8", errors="replace"):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line being written right now
-            m = _ARITH.search(rec.get("prompt", ""))
+            m = _ARITH.search(rec.get("prompt", "").strip()) if isinstance(rec.get("prompt"), str) else None
             if not m:
                 continue
-            a, op, b = int(m[1]), m[2], int(m[3])
+            a, op, b = (int(m[1]), m[2], int(m[3])) if m[1] else (int(m[4]), m[5], int(m[6]))
             gold = str({"+": a + b, "-": a - b, "*": a * b}[op])
             for c in rec.get("completions", []):
-                rows.append({"source": "runs/synthetic", "model": SMOL, "gold": gold, "response": c["text"]})
+                rows.append({"source": "runs/synthetic", "model": model, "gold": gold, "response": c["text"]})
     return rows
 
 
