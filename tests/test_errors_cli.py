@@ -161,3 +161,14 @@ def test_a_second_fresh_run_in_the_same_directory_is_refused_before_the_model_lo
     assert "run.overwrite=true" in _one_error(capsys)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 1  # the first run's records are untouched
+
+
+def test_verify_dataset_errors_name_the_line_and_column(tmp_path, capsys):
+    f = _write(tmp_path / "v.jsonl", '{"gold": "1", "response": "1"}\n{"gold": "1", "response": "1" x}\n')
+    assert cli_main(["verify", "--dataset", str(f)]) == 2
+    assert f"{f}:2: not JSON" in (err := _one_error(capsys)) and "column 31" in err
+    f = _write(tmp_path / "v2.jsonl", '{"gold": "1"}\n')
+    assert cli_main(["verify", "--dataset", str(f)]) == 2
+    assert f"{f}:1:" in _one_error(capsys)
+    assert cli_main(["verify", "--dataset", str(tmp_path / "none.jsonl")]) == 2
+    assert "no such file" in _one_error(capsys)

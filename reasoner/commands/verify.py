@@ -34,14 +34,14 @@ def _pick(row: dict, fields: tuple[str, ...], what: str, path: str):
     for f in fields:
         if f in row and row[f] is not None:
             return row[f]
-    raise SystemExit(f"reasoner verify: {path}: a row has none of the {what} fields {', '.join(fields)}")
+    raise ValueError(f"{path}: the row has none of the {what} fields {', '.join(fields)} (rename one of its fields)")
 
 
 def load_pairs(path: str, limit: int = 0) -> list[tuple[str, str]]:
     """(response, gold) pairs from a jsonl file; gold/response fields are looked up by name."""
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"reasoner verify: no such dataset file: {path}")
+        raise ValueError(f"--dataset {path}: no such file")
     pairs = []
     with p.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -50,9 +50,9 @@ def load_pairs(path: str, limit: int = 0) -> list[tuple[str, str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise SystemExit(f"reasoner verify: {path}:{n}: not JSON ({e.msg})") from None
-            pairs.append((str(_pick(row, RESPONSE_FIELDS, "response", path)),
-                          _pick(row, GOLD_FIELDS, "gold", path)))
+                raise ValueError(f"{path}:{n}: not JSON ({e.msg} at column {e.colno})") from None
+            pairs.append((str(_pick(row, RESPONSE_FIELDS, "response", f"{path}:{n}")),
+                          _pick(row, GOLD_FIELDS, "gold", f"{path}:{n}")))
             if limit and len(pairs) >= limit:
                 break
     return pairs

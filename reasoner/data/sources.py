@@ -93,7 +93,7 @@ def _read_json(path: Path) -> Iterator[RawRow]:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if isinstance(data, dict):  # {"data": [...]} / {"rows": [...]} / {"test": [...]}: the one list inside
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
