@@ -8,6 +8,7 @@ exactly as it was configured.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -55,8 +56,9 @@ def resolve_config(config: str | None, overrides: list[str]):
     except ConfigError as e:
         raise ConfigError(f"{saved} (the saved config of the run being resumed): {e.args[0]}") from None
     diff = changes(base, resumed)
-    print(f"resuming with {saved}" + (f"; changed on the command line: {', '.join(diff)}" if diff else
-                                       " (no setting changed)"))
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"resuming with {saved}" + (f"; changed on the command line: {', '.join(diff)}" if diff else
+                                           " (no setting changed)"))
     return resumed
 
 
