@@ -40,11 +40,23 @@ def _debug(argv: list[str]) -> tuple[bool, list[str]]:
     return flag, [a for a in argv if a != "--debug"]
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse; ``train``'s ``key.sub=value`` overrides may also come after its options
+    (``reasoner train a.b=1 --resume auto run.out_dir=X``), which argparse alone refuses."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     debug, argv = _debug(sys.argv[1:] if argv is None else list(argv))
-    args = build_parser().parse_args(argv or ["train"])
+    args = _parse(argv or ["train"])
     if not getattr(args, "_main", None):
-        args = build_parser().parse_args(["train", *argv])
+        args = _parse(["train", *argv])
     try:
         rc = args._main(args)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit

@@ -16,7 +16,7 @@ from tqdm import tqdm
 import verifiers
 from reasoner import checkpoint, data, distributed, dynamic, runtime
 from reasoner.advantages import ADVANTAGES, frac_zero_std_groups
-from reasoner.config import Config, save_config
+from reasoner.config import Config, ConfigError, save_config
 from reasoner.data.overlap import warn_overlap
 from reasoner.losses import KL_ESTIMATORS
 from reasoner.metrics import log_samples, truncate_samples
@@ -77,6 +77,10 @@ def train(cfg: Config) -> dict:
 
     # 4. resume
     ckpt = checkpoint.find_resume(out, cfg.run.resume)
+    if ckpt is not None and runtime.sharded(cfg):  # full weights into DTensors, rank 0's optimizer shard: not yet
+        raise ConfigError(f"run.resume={cfg.run.resume}: resuming a run.parallel=fsdp run under torchrun is not "
+                          "supported yet (its optimizer state is sharded per rank); use run.parallel=ddp for runs "
+                          "that must resume")
     if ckpt is not None:
         state = checkpoint.load_state(ckpt)
         checkpoint.load_weights(model, ckpt, prec.compute, device)
