@@ -146,3 +146,47 @@ def test_sigint_saves_at_the_step_boundary_and_exits_130(tiny_model_dir, tmp_pat
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert rows[-1]["step"] == step and step < 400
     assert all(r.get("verify/error_frac", 0) == 0 for r in rows)
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reasoner",
+            "train", *args]
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_sigkill_then_resume_auto_matches_the_uninterrupted_run(tiny_model_dir, tmp_path):
+    """2 gloo processes with DDP: the optimizer state is replicated, so rank 0's copy is every rank's."""
+    import psutil
+
+    def args(out):
+        return _args(tiny_model_dir, out, "run.batch_size=4", "run.steps=8", "run.save_every=2", "run.eval_every=2",
+                     "run.keep_checkpoints=1", "run.seed=3", "optim.lr=3e-3", "algo.reward_weights={length: 1.0}",
+                     "run.parallel=ddp")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run(_torchrun(*args(tmp_path / "straight")), cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    cut = tmp_path / "killed"
+    proc = subprocess.Popen(_torchrun(*args(cut)), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics, deadline = cut / "metrics.jsonl", time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and any(json.loads(x)["step"] >= 3 for x in metrics.read_text().splitlines() if x):
+            for child in psutil.Process(proc.pid).children(recursive=True):  # the ranks, in their own sessions
+                child.kill()
+            proc.kill()
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=30)
+    assert [c.name for c in checkpoint.list_checkpoints(cut)] in (["step-0000002"], ["step-0000004"])
+    resumed = subprocess.run(_torchrun("--resume", "auto", f"run.out_dir={cut}"), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout
+    a, b = ([json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (tmp_path / "straight", cut))
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(9))
+    wall = ("time/", "tokens_per_s")
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if not k.startswith(wall)} == \
+               {k: v for k, v in y.items() if not k.startswith(wall)}, f"step {x['step']} differs after resume"
