@@ -114,7 +114,8 @@ def _check_verifier(args: argparse.Namespace) -> None:
     load_plugins(args.plugins, key="--plugins")
     if args.verifier not in verifiers.names():
         raise ConfigError(f"--verifier {args.verifier!r} is not registered; registered verifiers: "
-                          f"{', '.join(verifiers.names())} (load your own with --plugins mypkg.verifiers or a .py file)")
+                          f"{', '.join(verifiers.names())} (load your own with --plugins mypkg.verifiers or a "
+                          ".py file)")
 
 
 def main(args: argparse.Namespace) -> int:
