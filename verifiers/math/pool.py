@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -63,7 +64,9 @@ def _orphan_watch(parent: int) -> None:
 
 
 def serve_fd(fd: int, parent: int) -> None:
-    """Entry point of a worker subprocess: ``fd`` is its end of a socketpair."""
+    """Entry point of a worker subprocess: ``fd`` is its end of a socketpair. Ctrl-C is the trainer's to
+    handle (it checkpoints and exits); the worker ignores it and ends with its parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     _serve(Connection(fd))
 
@@ -106,8 +109,10 @@ class WorkerPool:
     """``size`` workers plus ``spare`` warm ones; ``run`` takes an idle worker and enforces the
     deadline. A worker killed at its deadline is replaced in the background and the spare takes its
     place at once, so a restart is never charged to any caller: every call returns within its
-    limit (plus scheduling noise). Only the very first start of the pool, once per process, is
-    waited for outside the deadline (``warm()`` does it up front)."""
+    limit (plus scheduling noise). Until every slot has started once, waiting for a starting worker
+    is not charged to the job: on a busy machine importing sympy takes seconds, and a verdict must
+    not depend on that. Later, waiting counts: behind other callers' jobs, or for a replacement when
+    kills come faster than the spare covers (``warm()`` starts everything up front)."""
 
     def __init__(self, size: int | None = None, spare: int = 1):
         self.size = size or default_size()
@@ -116,7 +121,9 @@ class WorkerPool:
         self._alive = 0  # started or starting
         self._cv = threading.Condition()
         self._closed = False
-        self._ready_once = False  # some worker has been ready: later starts are never waited for
+        self._ready_once = False  # some worker has been ready
+        self._busy = 0  # workers handed to a caller, not yet back
+        self._filled = False  # every slot has been started once (later starts are replacements)
         self._failed_starts = 0
         self.kills = 0
 
@@ -145,10 +152,12 @@ class WorkerPool:
                 if self._closed:
                     raise RuntimeError("worker pool is closed")
                 if self._idle:
+                    self._busy += 1
                     return self._idle.pop(), first
                 if self._alive < self.capacity:
                     self._spawn_locked()
-                if not self._ready_once:  # the process's first start: wait for it, uncharged
+                starting = self._alive - self._busy  # none idle: the rest are importing sympy
+                if not self._ready_once or (starting > 0 and not self._filled):  # first starts: uncharged
                     if self._failed_starts and self._alive == 0:
                         raise RuntimeError("math worker failed to start")
                     first = True
@@ -159,14 +168,16 @@ class WorkerPool:
                     return None, False
                 self._cv.wait(min(left, 0.5))
 
-    def _release(self, w: _Worker) -> None:
+    def _release(self, w: _Worker, busy: bool = True) -> None:
         with self._cv:
+            self._busy -= busy
             if self._closed:
                 self._alive -= 1
                 threading.Thread(target=w.kill, daemon=True).start()
             else:
                 self._idle.append(w)
                 self._ready_once = True
+                self._filled |= self._alive >= self.capacity and len(self._idle) + self._busy >= self._alive
             self._cv.notify_all()
 
     def _forget(self, failed: bool = False) -> None:
@@ -177,6 +188,9 @@ class WorkerPool:
 
     def _discard(self, w: _Worker) -> None:
         """Kill ``w`` and start its replacement, both off the caller's path."""
+        with self._cv:
+            self._busy -= 1
+
         def work():
             w.kill()
             self._forget()
@@ -232,7 +246,7 @@ class WorkerPool:
         if w is None:
             self._forget(failed=True)
         else:
-            self._release(w)
+            self._release(w, busy=False)
 
     def close(self) -> None:
         with self._cv:
