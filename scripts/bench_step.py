@@ -213,7 +213,8 @@ def build_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: b
         loss_type=TRL_LOSS[cfg.algo.loss_agg], scale_rewards="group", epsilon=cfg.algo.eps_low, epsilon_high=cfg.algo.eps_high,
         use_bias_correction_kl=False, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, top_k=0,
         max_grad_norm=o.grad_clip, adam_beta1=o.betas[0], adam_beta2=o.betas[1], weight_decay=o.weight_decay,
-        lr_scheduler_type=o.schedule, warmup_steps=o.warmup_steps, max_steps=steps, shuffle_dataset=False,
+        lr_scheduler_type="constant_with_warmup" if o.schedule == "constant" and o.warmup_steps else o.schedule,
+        warmup_steps=o.warmup_steps, max_steps=steps, shuffle_dataset=False,
         use_cpu=True, bf16=bf16, report_to=[], logging_steps=1, save_strategy="no", seed=cfg.run.seed,
         dataloader_num_workers=0, disable_tqdm=True)
     dataset = Dataset.from_dict({"prompt": prompts, "idx": list(range(len(prompts)))})
