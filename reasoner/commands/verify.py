@@ -2,7 +2,7 @@
 
     reasoner verify --verifier math --gold '\\frac12' --response '... \\boxed{0.5}'
     reasoner verify --dataset cases.jsonl          # jsonl with gold + response fields
-    reasoner verify --dataset /work/shared/data/math500/test.jsonl   # answer vs solution
+    reasoner verify --dataset "$REASONER_DATA_DIR/math500/test.jsonl"   # answer vs solution
 """
 from __future__ import annotations
 
