@@ -51,6 +51,16 @@ def learnable_problems(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def keep_threads():
+    """Restore torch's thread count after a test that runs the trainer (run.threads sets it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def run_args(tiny_model_dir, tmp_path):
     """Config overrides for a few quick steps on the tiny model, writing to tmp_path/run; extra ones last."""
     def make(*extra: str) -> list[str]:

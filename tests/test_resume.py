@@ -23,11 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WALL_CLOCK = ("time/", "tokens_per_s")  # the only metrics allowed to differ between two runs
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("keep_threads")  # conftest: torch threads restored after each test
 
 
 def _args(model_dir, out, *extra):

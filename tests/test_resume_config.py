@@ -24,11 +24,7 @@ from reasoner.trainer import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("keep_threads")  # conftest: torch threads restored after each test
 
 
 def _args(model_dir, out, *extra):
