@@ -6,7 +6,7 @@ and the weight layout matter as much as the arithmetic: on this project's 2-core
 32 rows) the 211 matmuls of a SmolLM2 step take about 35 ms as plain ``F.linear`` calls and about
 26 ms as the 121 fused, prepacked ones (``scripts/bench_generate.py`` measures the whole decode).
 The copy costs the weights' size in memory and a repack whenever they change (once per training
-step, ~0.3 s for SmolLM2); ``Packed.for_model`` keeps it while the parameters' version counters
+step: the per-weight repack times of SmolLM2 add up to 0.29 s); ``for_model`` keeps it while the parameters' version counters
 stay the same. No autograd: decoding only. Used where ``supported``: bf16 weights on the CPU,
 plain ``nn.Linear`` projections (not peft's LoRA layers) and a plain MLP (gate, up, down, act_fn).
 """
