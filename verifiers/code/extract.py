@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 import warnings
 
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
@@ -19,9 +20,21 @@ def last_block_or_all(response: str) -> str:
     return blocks[-1] if blocks else response
 
 
+# CPython before 3.13 keeps one recursion counter per interpreter for ``ast.parse``: two threads
+# parsing at once (the verifier's sandbox threads) can fail with "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905). ``warnings.catch_warnings`` is process-wide too.
+_AST_LOCK = threading.Lock()
+
+
+def parse(source: str) -> ast.Module:
+    """``ast.parse``, one thread at a time."""
+    with _AST_LOCK:
+        return ast.parse(source)
+
+
 def parse_quiet(source: str) -> ast.Module:
-    """``ast.parse`` without the program's own SyntaxWarnings/DeprecationWarnings."""
-    with warnings.catch_warnings():
+    """``parse`` without the program's own SyntaxWarnings/DeprecationWarnings."""
+    with _AST_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ast.parse(source)
 

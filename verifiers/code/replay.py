@@ -96,12 +96,12 @@ class _LoadState(ast.NodeTransformer):
 def strip(test: str, targets: set[str], state: set[str] = frozenset()) -> str:
     """The test with each assert reduced to its calls of ``targets`` (no expected values),
     then a record of the ``state`` globals it reads."""
-    tree = _Strip(targets, set(state)).visit(ast.parse(test))
+    tree = _Strip(targets, set(state)).visit(extract.parse(test))
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
 def targets_for(test: str, program_names: set[str], extra: tuple[str, ...] = ()) -> set[str]:
-    return (_called_names(ast.parse(test)) & program_names) | set(extra)
+    return (_called_names(extract.parse(test)) & program_names) | set(extra)
 
 
 def _bound_names(tree: ast.AST) -> set[str]:
@@ -124,7 +124,7 @@ def state_for(test: str, program: ast.Module, targets: set[str]) -> set[str]:
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     names |= {g for n in ast.walk(program) if isinstance(n, ast.Global) for g in n.names}
-    tree = ast.parse(test)
+    tree = extract.parse(test)
     read = {n.id for a in ast.walk(tree) if isinstance(a, ast.Assert) for n in ast.walk(a.test) if isinstance(n, ast.Name)}
     return (read & names) - targets - _bound_names(tree)
 
@@ -229,7 +229,7 @@ def _wrap_tests(stmts: list[ast.stmt], first: int) -> tuple[list[ast.stmt], int]
         if not any(isinstance(n, ast.Assert) for n in ast.walk(s)):
             out.append(s)
             continue
-        code = ast.parse(f"try:\n    pass\nexcept Exception as _e:\n    __fail__({k}, _e)\nelse:\n    __pass__({k})").body[0]
+        code = extract.parse(f"try:\n    pass\nexcept Exception as _e:\n    __fail__({k}, _e)\nelse:\n    __pass__({k})").body[0]
         code.body = [s]
         out.append(code)
         k += 1
@@ -238,7 +238,7 @@ def _wrap_tests(stmts: list[ast.stmt], first: int) -> tuple[list[ast.stmt], int]
 
 def instrument(test: str, check_fn: str | None, state: set[str] = frozenset()) -> tuple[str, int]:
     """The test with per-assert reporting; inside ``check_fn`` when given, else top level."""
-    tree = _LoadState(set(state)).visit(ast.parse(test))
+    tree = _LoadState(set(state)).visit(extract.parse(test))
     n = 0
     if check_fn is None:
         tree.body, n = _wrap_tests(tree.body, 0)
