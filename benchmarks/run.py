@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import verifiers
+from reasoner import seeds
 from reasoner.sampler import SamplingParams
 from reasoner.types import Problem
 
@@ -44,7 +45,7 @@ def evaluate(sampler: Any, problems: Sequence[Problem], prompts: Sequence[str], 
     for start in range(0, len(problems), per_call):
         chunk = list(problems[start:start + per_call])
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=seed * 1_000_003 + start)
+                                seed=seeds.sampling(seed, start))
         t0 = time.perf_counter()
         roll = sampler.generate(list(prompts[start:start + per_call]), params)
         t1 = time.perf_counter()
@@ -246,31 +247,51 @@ def plot_pass_at_k(results: dict[str, Any], k_list: Sequence[int], path: Path) -
 
 # ---------------------------------------------------------------- during training
 
-_SUITE_CACHE: dict[tuple, tuple[list, list[str]]] = {}
+@dataclass
+class TrainingEval:
+    """What the trainer logs at step 0, every ``run.eval_every`` steps and at the end.
+
+    The held-out set: ``eval/accuracy`` (greedy) and, with ``samples`` > 0, ``eval/sampled_accuracy``
+    (avg@samples at the training temperature). Each suite of ``run.eval_suites``: ``eval/<suite>/accuracy``
+    and, with ``samples`` > 0, ``eval/<suite>/avg@n`` and ``eval/<suite>/pass@n``.
+    """
+
+    sampler: Any
+    heldout: tuple[Sequence[Problem], Sequence[str]]  # (problems, prompts)
+    suites: dict[str, tuple[Sequence[Problem], Sequence[str]]]  # spec -> (problems, prompts)
+    max_new_tokens: int
+    samples: int = 0  # run.eval_samples
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0  # run.seed
+
+    def _greedy(self, problems, prompts) -> float:
+        return evaluate(self.sampler, problems, prompts, n=1, temperature=0.0,
+                        max_new_tokens=self.max_new_tokens).metrics["accuracy"]
+
+    def _sampled(self, problems, prompts, step: int, **kw) -> dict[str, float]:
+        n = self.samples
+        return evaluate(self.sampler, problems, prompts, n=n, temperature=self.temperature, top_p=self.top_p,
+                        max_new_tokens=self.max_new_tokens, seed=seeds.eval_sampling(self.seed, step), **kw).metrics
+
+    def __call__(self, step: int) -> dict[str, float]:
+        row = {"eval/accuracy": self._greedy(*self.heldout)}
+        if self.samples:
+            row["eval/sampled_accuracy"] = self._sampled(*self.heldout, step)[f"avg@{self.samples}"]
+        for spec, (problems, prompts) in self.suites.items():
+            row[f"eval/{spec}/accuracy"] = self._greedy(problems, prompts)
+            if self.samples:
+                m, n = self._sampled(problems, prompts, step, k_list=[1, self.samples]), self.samples
+                row[f"eval/{spec}/avg@{n}"], row[f"eval/{spec}/pass@{n}"] = m[f"avg@{n}"], m[f"pass@{n}"]
+        return row
 
 
-def suite_metrics(sampler: Any, cfg: Any, step: int, tokenizer: Any = None) -> dict[str, float]:
-    """What the trainer logs every ``run.eval_every`` steps for ``run.eval_suites`` (comma-separated):
-    ``eval/<suite>/accuracy`` (greedy) and, when ``run.eval_samples`` > 0, ``eval/<suite>/avg@n`` and
-    ``eval/<suite>/pass@n`` at the training temperature. Problems and prompts are loaded once."""
+def suite_sets(specs: str, data_cfg: Any, tokenizer: Any) -> dict[str, tuple[list[Problem], list[str]]]:
+    """``run.eval_suites`` (comma-separated) -> {spec: (problems, rendered prompts)}."""
     from reasoner.data import render_all
 
-    tok = tokenizer if tokenizer is not None else sampler.tokenizer
-    row: dict[str, float] = {}
-    for spec in [s.strip() for s in cfg.run.eval_suites.split(",") if s.strip()]:
-        key = (spec, id(tok), cfg.data.data_dir, cfg.data.template, cfg.data.instruction, cfg.data.few_shot)
-        if key not in _SUITE_CACHE:
-            suite = resolve_suite(spec)
-            problems = load_suite(suite, cfg.data)
-            _SUITE_CACHE[key] = (problems, render_all(problems, tok, cfg.data))
-        problems, prompts = _SUITE_CACHE[key]
-        greedy = evaluate(sampler, problems, prompts, n=1, temperature=0.0, max_new_tokens=cfg.sampling.max_new_tokens)
-        row[f"eval/{spec}/accuracy"] = greedy.metrics["accuracy"]
-        n = cfg.run.eval_samples
-        if n:
-            res = evaluate(sampler, problems, prompts, n=n, temperature=cfg.sampling.temperature,
-                           top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens,
-                           seed=cfg.run.seed + step, k_list=[1, n])
-            row[f"eval/{spec}/avg@{n}"] = res.metrics[f"avg@{n}"]
-            row[f"eval/{spec}/pass@{n}"] = res.metrics[f"pass@{n}"]
-    return row
+    out = {}
+    for spec in [s.strip() for s in specs.split(",") if s.strip()]:
+        problems = load_suite(resolve_suite(spec), data_cfg)
+        out[spec] = (problems, render_all(problems, tokenizer, data_cfg))
+    return out

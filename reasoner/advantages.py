@@ -1,24 +1,32 @@
-"""Advantage estimators: PURE functions from group rewards to per-completion advantages.
+"""Advantages: PURE estimators, and the stage that applies one to a step (``GroupAdvantage``).
 
-Every registered estimator has one signature, ``fn(rewards [B, G], cfg: AlgoConfig) -> adv [B, G]``
-(rows are problems, columns the G completions of one group; see ``reasoner.types``). All tokens
-of a completion share its advantage. Formulas: ``docs/algorithms.md`` ("Advantages").
-
-``gae`` is separate: it needs per-token rewards and a critic's values, so it does not fit the
-registry signature; wiring a value head is the trainer's business, this file only has the maths.
+A group estimator is ``fn(rewards [B, G]) -> adv [B, G]`` (rows are problems, columns the G
+completions of one group; see ``reasoner.types``); all tokens of a completion share its
+advantage. ``gae`` is the other kind, in ``CRITIC_ESTIMATORS``: per-token advantages from a
+value model's estimates (``reasoner.critic.CriticAdvantage``). ``reasoner.build`` picks the stage
+from the registry the name is in. Formulas: ``docs/algorithms.md`` ("Advantages").
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
 
-from reasoner.config import AlgoConfig
+from reasoner.kl import RewardKL
+from reasoner.losses import KL_ESTIMATORS
 from reasoner.registry import Registry
+from reasoner.types import Rollout
 
-AdvantageFn = Callable[[Tensor, AlgoConfig], Tensor]
-ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
+AdvantageFn = Callable[[Tensor], Tensor]
+ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")  # group estimators
+CRITIC_ESTIMATORS: Registry[Callable] = Registry("critic advantage estimator")  # need a value model
+
+
+def names() -> list[str]:
+    """Every valid ``algo.advantage``."""
+    return ADVANTAGES.names() + CRITIC_ESTIMATORS.names()
+
 
 STD_EPS = 1e-6  # added to the std before dividing (DeepSeekMath / TRL convention)
 
@@ -44,7 +52,7 @@ def _std(x: Tensor, dim: int | None = None) -> Tensor:
 
 
 @ADVANTAGES.register("grpo")
-def grpo(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
+def grpo(rewards: Tensor) -> Tensor:
     """(r_i - mean(r)) / (std(r) + 1e-6) within each group.
 
     Shao et al. 2024, "DeepSeekMath" (GRPO), section 4.1.2 outcome supervision. The std is the
@@ -56,7 +64,7 @@ def grpo(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
 
 
 @ADVANTAGES.register("dr_grpo")
-def dr_grpo(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
+def dr_grpo(rewards: Tensor) -> Tensor:
     """r_i - mean(r) within each group, no std division.
 
     Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical Perspective" (Dr. GRPO):
@@ -67,7 +75,7 @@ def dr_grpo(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
 
 
 @ADVANTAGES.register("rloo")
-def rloo(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
+def rloo(rewards: Tensor) -> Tensor:
     """r_i - mean_{j != i}(r_j) = G / (G - 1) * (r_i - mean(r)); 0 when G = 1 (no other sample).
 
     Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning
@@ -81,7 +89,7 @@ def rloo(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
 
 
 @ADVANTAGES.register("batch_mean")
-def batch_mean(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
+def batch_mean(rewards: Tensor) -> Tensor:
     """r_i - mean(r) over the whole batch (one baseline for all B*G completions).
 
     Called ``mean_baseline`` in docs/algorithms.md: the simplest REINFORCE-with-baseline recipe
@@ -93,7 +101,7 @@ def batch_mean(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
 
 
 @ADVANTAGES.register("reinforce_pp")
-def reinforce_pp(rewards: Tensor, cfg: AlgoConfig) -> Tensor:
+def reinforce_pp(rewards: Tensor) -> Tensor:
     """(r_i - mean(r)) / (std(r) + 1e-6) with mean and std over the whole batch.
 
     Hu et al. 2025, "REINFORCE++: A Simple and Efficient Approach for Aligning Large Language
@@ -114,6 +122,7 @@ def frac_zero_std_groups(rewards: Tensor, atol: float = 1e-8) -> float:
     return (spread <= atol).float().mean().item()
 
 
+@CRITIC_ESTIMATORS.register("gae")
 def gae(
     rewards_tok: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[Tensor, Tensor]:
@@ -144,3 +153,34 @@ def gae(
         adv[:, t] = next_adv
         next_v = v[:, t]
     return adv, (adv + v) * m
+
+
+class Advantages(NamedTuple):
+    """One step's advantages, and what the critic's update needs (None for group estimators)."""
+
+    adv: Tensor  # [N] one per completion (group estimators) or [N, T] per token (gae)
+    returns: Tensor | None = None  # [N, T] value targets
+    old_values: Tensor | None = None  # [N, T] the critic's values before its update
+
+
+class GroupAdvantage:
+    """The stage of a group estimator: rewards [N] (less the summed KL when it is in the reward)
+    -> advantages [N]. Nothing to update or checkpoint."""
+
+    def __init__(self, fn: AdvantageFn, group_size: int):
+        self.fn, self.G = fn, group_size
+
+    def __call__(self, roll: Rollout, rewards: Tensor, kl: RewardKL) -> Advantages:
+        if kl.ref_logp is not None:
+            per_token = KL_ESTIMATORS.get(kl.estimator)(roll.logp, kl.ref_logp) * roll.completion_mask  # [N, T]
+            rewards = rewards - kl.beta * per_token.sum(-1)
+        return Advantages(self.fn(rewards.view(-1, self.G)).reshape(-1))  # [B, G] -> [N]
+
+    def update(self, roll: Rollout, adv: Advantages) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

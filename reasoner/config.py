@@ -149,8 +149,16 @@ def _registry_names(module: str, attr: str):
 
 
 def advantage_names() -> list[str]:
-    """The registry's estimators plus ``gae``, which needs a critic (reasoner.critic), not a registry fn."""
-    return _registry_names("reasoner.advantages", "ADVANTAGES")() + ["gae"]
+    """Group estimators and the critic's (gae): ``reasoner.advantages.names``."""
+    import importlib
+
+    return importlib.import_module("reasoner.advantages").names()
+
+
+def needs_critic(advantage: str) -> bool:
+    import importlib
+
+    return advantage in importlib.import_module("reasoner.advantages").CRITIC_ESTIMATORS
 
 
 CHOICES: dict[str, Any] = {
@@ -162,7 +170,7 @@ CHOICES: dict[str, Any] = {
     "algo.advantage": advantage_names,
     "algo.loss_agg": _registry_names("reasoner.losses", "AGGREGATIONS"),
     "algo.kl_estimator": _registry_names("reasoner.losses", "KL_ESTIMATORS"),
-    "algo.kl_in": ("loss", "reward"),
+    "algo.kl_in": _registry_names("reasoner.kl", "PLACEMENTS"),
     "algo.overlong": ("none", "mask", "soft"),
     "optim.schedule": ("constant", "cosine", "linear"),
     "run.device": ("auto", "cpu", "cuda"),
@@ -267,6 +275,10 @@ def validate(cfg: Config) -> Config:
     for name in ("gamma", "lam"):
         if not 0 <= getattr(cfg.algo, name) <= 1:
             raise ConfigError(f"algo.{name}={getattr(cfg.algo, name)!r} must be in [0, 1]")
+    if cfg.algo.eps_low >= 1:
+        raise ConfigError(f"algo.eps_low={cfg.algo.eps_low!r} must be < 1 (the ratio's lower clip is 1 - eps_low)")
+    if cfg.algo.dual_clip != 0 and cfg.algo.dual_clip <= 1:
+        raise ConfigError(f"algo.dual_clip={cfg.algo.dual_clip!r} must be 0 (off) or > 1")
     if not 0 < cfg.sampling.top_p <= 1:
         raise ConfigError(f"sampling.top_p={cfg.sampling.top_p!r} must be in (0, 1]")
     from reasoner.rewards import check_weights
@@ -275,7 +287,7 @@ def validate(cfg: Config) -> Config:
         check_weights(cfg.algo.reward_weights)
     except (KeyError, ValueError) as e:
         raise ConfigError(f"algo.reward_weights: {e.args[0]}") from None
-    if cfg.sampling.group_size < 2 and cfg.algo.advantage != "gae":
+    if cfg.sampling.group_size < 2 and not needs_critic(cfg.algo.advantage):
         raise ConfigError(f"sampling.group_size={cfg.sampling.group_size} with algo.advantage={cfg.algo.advantage}: "
                           "a group estimator compares each completion with the others of its group, so one "
                           "completion per problem gives zero advantage and trains nothing; use "

@@ -12,20 +12,38 @@ into the trainer's checkpoint state (``checkpoint_state`` / ``load_checkpoint_st
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from reasoner.advantages import gae
-from reasoner.config import Config
+from reasoner.advantages import Advantages, gae
+from reasoner.config import OptimConfig
+from reasoner.kl import RewardKL
 from reasoner.logprobs import hidden_states
-from reasoner.models import fast
 from reasoner.losses import kl_penalized_rewards, value_loss
+from reasoner.models import fast
 from reasoner.optim import Optimizer
 from reasoner.types import Rollout
 
 WHITEN_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class CriticParams:
+    """What the critic reads (``algo.gamma``, ``lam``, ``critic_lr``, ``value_clip``, ``ppo_epochs``,
+    ``minibatches``)."""
+
+    gamma: float = 1.0
+    lam: float = 0.95
+    lr: float = 1e-4
+    value_clip: float = 0.2
+    epochs: int = 1
+    minibatches: int = 1
+
+    @classmethod
+    def of(cls, algo) -> "CriticParams":
+        return cls(algo.gamma, algo.lam, algo.critic_lr, algo.value_clip, algo.ppo_epochs, algo.minibatches)
 
 
 def _backbone(policy: nn.Module) -> nn.Module:
@@ -61,8 +79,9 @@ def explained_variance(pred: Tensor, target: Tensor, mask: Tensor) -> float:
 class Critic(nn.Module):
     """V(s_t) for every completion token: the value of the state before token t is generated."""
 
-    def __init__(self, policy: nn.Module, cfg: Config):
+    def __init__(self, policy: nn.Module, params: CriticParams = CriticParams(), optim: OptimConfig = OptimConfig()):
         super().__init__()
+        self.params = params
         self.backbone = copy.deepcopy(_backbone(policy))
         self.backbone.requires_grad_(True)
         self.head = nn.Linear(_hidden_size(self.backbone), 1)
@@ -70,8 +89,8 @@ class Critic(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.head.to(next(self.backbone.parameters()).device)
         # constant lr; float32 masters when the copied backbone is bf16 (reasoner.precision)
-        self.opt = Optimizer(self, replace(cfg.optim, lr=cfg.algo.critic_lr, schedule="constant", warmup_steps=0),
-                             total_steps=1, master=True)
+        self.opt = Optimizer(self, OptimConfig(params.lr, optim.weight_decay, optim.betas, optim.grad_clip,
+                                               schedule="constant"), total_steps=1, master=True)
 
     @property
     def device(self) -> torch.device:
@@ -92,35 +111,33 @@ class Critic(nn.Module):
         return self(roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
 
     @torch.no_grad()
-    def advantages(self, roll: Rollout, scores: Tensor, ref_logp: Tensor | None, beta: float,
-                   cfg: Config) -> tuple[Tensor, Tensor, Tensor]:
-        """(adv [N, T] whitened over the completion tokens, returns [N, T], old values [N, T]).
+    def advantages(self, roll: Rollout, scores: Tensor, kl: RewardKL) -> Advantages:
+        """adv [N, T] whitened over the completion tokens, returns [N, T], old values [N, T].
 
-        ``scores [N]`` land on each completion's last real token; with ``ref_logp`` and
-        ``beta > 0`` every token also gets ``-beta * KL_t`` (estimator ``algo.kl_estimator``).
+        ``scores [N]`` land on each completion's last real token; when ``kl.ref_logp`` is given
+        every token also gets ``-kl.beta * KL_t``.
         """
         self.eval()
         mask = roll.completion_mask.to(self.device)
         old_v = self.values(roll)
         logp = roll.logp.to(self.device)
-        if ref_logp is None:  # no KL in the reward: the task score on the last token only
-            ref_logp, beta = logp, 0.0
-        rewards = kl_penalized_rewards(scores.to(self.device), logp, ref_logp.to(self.device), mask, beta,
-                                       cfg.algo.kl_estimator)
-        adv, returns = gae(rewards, old_v, mask, cfg.algo.gamma, cfg.algo.lam)
-        return masked_whiten(adv, mask), returns, old_v
+        ref_logp, beta = (logp, 0.0) if kl.ref_logp is None else (kl.ref_logp.to(self.device), kl.beta)
+        rewards = kl_penalized_rewards(scores.to(self.device), logp, ref_logp, mask, beta, kl.estimator)
+        adv, returns = gae(rewards, old_v, mask, self.params.gamma, self.params.lam)
+        return Advantages(masked_whiten(adv, mask), returns, old_v)
 
-    def update(self, roll: Rollout, returns: Tensor, old_values: Tensor, cfg: Config) -> dict[str, float]:
-        """``algo.ppo_epochs`` passes over ``algo.minibatches`` minibatches of the clipped value loss."""
-        a, N = cfg.algo, returns.shape[0]
+    def update(self, roll: Rollout, adv: Advantages) -> dict[str, float]:
+        """``epochs`` passes over ``minibatches`` minibatches of the clipped value loss."""
+        p, returns, old_values = self.params, adv.returns, adv.old_values
+        N = returns.shape[0]
         mask = roll.completion_mask.to(self.device)
         losses: list[float] = []
         self.train()
-        for _ in range(a.ppo_epochs):
-            for mb in torch.arange(N).split(N // a.minibatches):
+        for _ in range(p.epochs):
+            for mb in torch.arange(N).split(N // p.minibatches):
                 self.opt.zero_grad()
                 v = self(roll.prompt_ids[mb], roll.prompt_mask[mb], roll.completion_ids[mb], roll.completion_mask[mb])
-                loss = value_loss(v, old_values[mb], returns[mb], mask[mb], a.value_clip)
+                loss = value_loss(v, old_values[mb], returns[mb], mask[mb], p.value_clip)
                 loss.backward()
                 self.opt.step(finite=bool(torch.isfinite(loss)))
                 losses.append(float(loss.detach()))
@@ -133,3 +150,23 @@ class Critic(nn.Module):
     def load_checkpoint_state(self, state: dict) -> None:
         self.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+
+
+class CriticAdvantage:
+    """The stage of ``algo.advantage=gae``: the critic's advantages, then its own update; its
+    weights and optimizer go into the trainer's checkpoint."""
+
+    def __init__(self, critic: Critic):
+        self.critic = critic
+
+    def __call__(self, roll: Rollout, rewards: Tensor, kl: RewardKL) -> Advantages:
+        return self.critic.advantages(roll, rewards, kl)
+
+    def update(self, roll: Rollout, adv: Advantages) -> dict[str, float]:
+        return self.critic.update(roll, adv)
+
+    def state_dict(self) -> dict:
+        return {"critic": self.critic.checkpoint_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.critic.load_checkpoint_state(state["critic"])

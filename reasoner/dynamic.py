@@ -9,8 +9,7 @@ changes) and ``dynamic/filled_groups`` says how many.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 import torch
@@ -18,19 +17,41 @@ from torch import Tensor
 
 import verifiers
 from reasoner import rewards as R
+from reasoner import seeds
 from reasoner.types import Problem, Rollout, cat_rollouts
+
+
+def _per(unit: str):
+    return field(metadata={"per": unit})
+
 
 @dataclass
 class Scored:
     """B problems with their G completions each, scored; rows are group-major (see types.py)."""
 
-    problems: list[Problem]  # [B]
-    prompts: list[str]  # [B]
-    roll: Rollout  # N = B*G completions
-    verdicts: list  # [N] verifiers.Verdict
-    scores: Tensor  # [N] verifier scores
-    rewards: Tensor  # [N] scores + weighted extra rewards + overlong punishment
-    parts: dict[str, Tensor]  # {name: [N]} each extra reward, unweighted
+    problems: list[Problem] = _per("group")  # [B]
+    prompts: list[str] = _per("group")  # [B]
+    roll: Rollout = _per("row")  # N = B*G completions
+    verdicts: list = _per("row")  # [N] verifiers.Verdict
+    scores: Tensor = _per("row")  # [N] verifier scores
+    rewards: Tensor = _per("row")  # [N] scores + weighted extra rewards + overlong punishment
+    parts: dict[str, Tensor] = _per("row")  # {name: [N]} each extra reward, unweighted
+
+
+def _take(v: Any, idx: list[int]) -> Any:
+    if isinstance(v, Rollout):
+        return v.rows(idx)
+    if isinstance(v, dict):
+        return {k: _take(x, idx) for k, x in v.items()}
+    return v[torch.tensor(idx, dtype=torch.long)] if isinstance(v, Tensor) else [v[i] for i in idx]
+
+
+def _cat(vs: list[Any]) -> Any:
+    if isinstance(vs[0], Rollout):
+        return cat_rollouts(vs)
+    if isinstance(vs[0], dict):
+        return {k: _cat([v[k] for v in vs]) for k in vs[0]}
+    return torch.cat(vs) if isinstance(vs[0], Tensor) else [x for v in vs for x in v]
 
 
 def informative(rewards: Tensor, atol: float = 1e-8) -> Tensor:
@@ -42,39 +63,29 @@ def informative(rewards: Tensor, atol: float = 1e-8) -> Tensor:
 
 def take_groups(s: Scored, groups: list[int], G: int) -> Scored:
     """The sub-batch of the given group (problem) indices, rows still group-major."""
-    rows = [g * G + j for g in groups for j in range(G)]
-    idx = torch.tensor(rows, dtype=torch.long)
-    r = s.roll
-    roll = Rollout(r.prompt_ids[idx], r.prompt_mask[idx], r.completion_ids[idx], r.completion_mask[idx],
-                   r.logp[idx], r.truncated[idx], [r.texts[i] for i in rows])
-    return Scored([s.problems[g] for g in groups], [s.prompts[g] for g in groups], roll,
-                  [s.verdicts[i] for i in rows], s.scores[idx], s.rewards[idx], {k: v[idx] for k, v in s.parts.items()})
+    idx = {"group": groups, "row": [g * G + j for g in groups for j in range(G)]}
+    return Scored(*(_take(getattr(s, f.name), idx[f.metadata["per"]]) for f in fields(s)))
 
 
 def cat_scored(parts: list[Scored]) -> Scored:
     if len(parts) == 1:
         return parts[0]
-    return Scored([p for s in parts for p in s.problems], [p for s in parts for p in s.prompts],
-                  cat_rollouts([s.roll for s in parts]), [v for s in parts for v in s.verdicts],
-                  torch.cat([s.scores for s in parts]), torch.cat([s.rewards for s in parts]),
-                  {k: torch.cat([s.parts[k] for s in parts]) for k in parts[0].parts})
+    return Scored(*(_cat([getattr(p, f.name) for p in parts]) for f in fields(parts[0])))
 
 
-def sample_and_score(problems: list[Problem], render: Callable[[Problem], Any], sampler, params, cfg,
-                     timings: dict[str, float]) -> Scored:
-    """Render, sample params.n completions per problem, score, shape rewards; add to timings."""
+def sample_and_score(problems: list[Problem], render: Callable[[Problem], Any], sampler, params, shaping,
+                     timer) -> Scored:
+    """Render, sample params.n completions per problem, score, shape rewards (``shaping``: the
+    ``algo`` section, see ``rewards.shape_rewards``); time "generate" and "verify" on ``timer``."""
     G = params.n
     prompts = [render(p) for p in problems]
-    t0 = time.perf_counter()
-    roll = sampler.generate(prompts, params)
-    t1 = time.perf_counter()
-    flat = [p for p in problems for _ in range(G)]
-    verdicts = verifiers.score_all(roll.texts, flat)
-    scores = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
-    rewards, parts = R.shape_rewards(scores, roll.texts, flat, roll.lengths, cfg.algo, params.max_new_tokens)
-    t2 = time.perf_counter()
-    timings["generate"] = timings.get("generate", 0.0) + t1 - t0
-    timings["verify"] = timings.get("verify", 0.0) + t2 - t1
+    with timer("generate"):
+        roll = sampler.generate(prompts, params)
+    with timer("verify"):
+        flat = [p for p in problems for _ in range(G)]
+        verdicts = verifiers.score_all(roll.texts, flat)
+        scores = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
+        rewards, parts = R.shape_rewards(scores, roll.texts, flat, roll.lengths, shaping, params.max_new_tokens)
     return Scored(problems, prompts, roll, verdicts, scores, rewards, parts)
 
 
@@ -112,22 +123,32 @@ def fill_batch(draw: Callable[[int], Scored], B: int, G: int, max_tries: int) ->
     return cat_scored(kept), stats
 
 
-def collect(stream, step: int, render, sampler, params, cfg, timings: dict[str, float]
-            ) -> tuple[Scored, dict[str, float]]:
-    """Steps (a)-(c) of the loop: one Scored batch of B groups and its reward/dynamic metrics.
+@dataclass
+class Collector:
+    """Steps (a)-(c) of the loop, built once: ``collect(step, params, timer)`` gives one Scored
+    batch of B groups and its reward/dynamic metrics.
 
-    Try k > 0 of dynamic sampling draws the problems of stream position ``step + k * run.steps``
-    (beyond the run's own horizon, so no problem of a later step is consumed early) with its
+    Try k > 0 of dynamic sampling draws the problems of stream position ``step + k * horizon``
+    (beyond the run's own ``run.steps``, so no problem of a later step is consumed early) with its
     own sampling seed; everything stays deterministic and resumable.
     """
-    G, B = params.n, cfg.run.batch_size
 
-    def draw(k: int) -> Scored:
-        p = params if k == 0 else replace(params, seed=None if params.seed is None else params.seed + 7919 * k)
-        return sample_and_score(stream.batch(step + k * cfg.run.steps), render, sampler, p, cfg, timings)
+    stream: Any  # runtime.ProblemStream
+    render: Callable[[Problem], Any]
+    sampler: Any
+    shaping: Any  # the algo section (rewards.shape_rewards)
+    batch_size: int  # B
+    horizon: int  # run.steps
+    max_tries: int = 0  # algo.max_sampling_tries with algo.dynamic_sampling; 0 = off
 
-    if not cfg.algo.dynamic_sampling:
-        s, stats = draw(0), {}
-    else:
-        s, stats = fill_batch(draw, B, G, cfg.algo.max_sampling_tries)
-    return s, {**R.reward_metrics(s.rewards, s.parts), **stats}
+    def __call__(self, step: int, params, timer) -> tuple[Scored, dict[str, float]]:
+        def draw(k: int) -> Scored:
+            problems = self.stream.batch(step + k * self.horizon)
+            p = replace(params, seed=seeds.retry(params.seed, k)) if k else params
+            return sample_and_score(problems, self.render, self.sampler, p, self.shaping, timer)
+
+        if self.max_tries:
+            s, stats = fill_batch(draw, self.batch_size, params.n, self.max_tries)
+        else:
+            s, stats = draw(0), {}
+        return s, {**R.reward_metrics(s.rewards, s.parts), **stats}

@@ -20,6 +20,7 @@ import weakref
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from reasoner import threads
 from reasoner.models import fast
 from reasoner.models.fast import positions, split_head
 
@@ -82,7 +83,7 @@ def _call_tokens(model) -> int:
     if not hasattr(model, "parameters"):  # a wrapper such as lora.AdapterOffReference: no size to go by
         return 0
     if model not in _CALL_TOKENS:  # a model's size and depth do not change over a run
-        params = sum(p.numel() for p in model.parameters()) or 1
+        params = threads.n_params(model) or 1
         layers = getattr(getattr(model, "config", None), "num_hidden_layers", None) or 1
         _CALL_TOKENS[model] = CALL_WORK_PER_LAYER * layers // params
     return _CALL_TOKENS[model]

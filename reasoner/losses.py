@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from reasoner.config import AlgoConfig
 from reasoner.registry import Registry
 from reasoner.types import LossOut
 
@@ -21,7 +20,32 @@ KLEstimator = Callable[[Tensor, Tensor], Tensor]
 Aggregation = Callable[[Tensor, Tensor, int], Tensor]
 KL_ESTIMATORS: Registry[KLEstimator] = Registry("KL estimator")
 AGGREGATIONS: Registry[Aggregation] = Registry("loss aggregation")
-KL_PLACEMENTS = ("loss", "reward")
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """What ``policy_loss`` reads (from ``algo``; ``norm_len`` 0 there means sampling.max_new_tokens)."""
+
+    loss_agg: str = "seq_mean_token_mean"  # a name in AGGREGATIONS
+    kl_estimator: str = "k3"  # a name in KL_ESTIMATORS
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    dual_clip: float = 0.0  # 0 = off, else c > 1
+    entropy_coef: float = 0.0
+    norm_len: int = 1  # the constant of seq_mean_token_sum_norm
+
+    def __post_init__(self):
+        if not (0.0 <= self.eps_low < 1.0 and self.eps_high >= 0.0):
+            raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
+        if self.dual_clip != 0 and self.dual_clip <= 1:
+            raise ValueError(f"dual_clip must be 0 (off) or > 1, got {self.dual_clip}")
+        AGGREGATIONS.get(self.loss_agg), KL_ESTIMATORS.get(self.kl_estimator)  # unknown names: KeyError
+
+    @classmethod
+    def of(cls, algo, max_new_tokens: int) -> "LossParams":
+        """From a config's ``algo`` section."""
+        return cls(algo.loss_agg, algo.kl_estimator, algo.eps_low, algo.eps_high, algo.dual_clip, algo.entropy_coef,
+                   algo.norm_len or max_new_tokens)
 
 # --- KL estimators (Schulman 2020, "Approximating KL Divergence"), log_ratio = ref - new ----
 
@@ -81,8 +105,8 @@ def seq_mean_token_sum_norm(x: Tensor, mask: Tensor, norm_len: int) -> Tensor:
 # --- the clipped surrogate ---------------------------------------------------------------
 
 
-def _check_inputs(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, cfg: AlgoConfig) -> Tensor:
-    """Validate shapes/config; return ``adv`` as [N, T]."""
+def _check_inputs(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
+    """Validate shapes; return ``adv`` as [N, T]."""
     if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
         raise ValueError(
             f"logp, old_logp, mask must share one [N, T] shape, got {tuple(logp.shape)}, "
@@ -94,12 +118,6 @@ def _check_inputs(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, cfg
         adv = adv[:, None]
     elif adv.shape != logp.shape:
         raise ValueError(f"adv must be [N] or [N, T] with N, T = {tuple(logp.shape)}, got {tuple(adv.shape)}")
-    if not (0.0 <= cfg.eps_low < 1.0 and cfg.eps_high >= 0.0):
-        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {cfg.eps_low}, {cfg.eps_high}")
-    if cfg.dual_clip != 0 and cfg.dual_clip <= 1:
-        raise ValueError(f"dual_clip must be 0 (off) or > 1, got {cfg.dual_clip}")
-    if cfg.kl_in not in KL_PLACEMENTS:
-        raise ValueError(f"unknown kl_in {cfg.kl_in!r}; valid choices: {', '.join(KL_PLACEMENTS)}")
     return adv.to(logp.dtype).detach()
 
 
@@ -149,24 +167,23 @@ def policy_loss(
     old_logp: Tensor,
     adv: Tensor,
     mask: Tensor,
-    cfg: AlgoConfig,
+    cfg: LossParams,
     *,
     ref_logp: Tensor | None = None,
+    beta: float = 0.0,
     entropy: Tensor | None = None,
-    norm_len: int,
     token_weights: Tensor | None = None,
 ) -> LossOut:
-    """Clipped surrogate (+ beta * KL when ``cfg.kl_in == "loss"``, - entropy bonus), aggregated.
+    """Clipped surrogate (+ beta * KL to ``ref_logp``, - entropy bonus), aggregated.
 
     Shapes: ``logp, old_logp, mask [N, T]``, ``adv [N]`` (one per completion) or ``[N, T]``,
-    ``ref_logp, entropy [N, T]`` or None. ``norm_len`` is the constant of
-    ``seq_mean_token_sum_norm`` (the max completion length). ``token_weights [N, T]``, when
-    given, multiplies the clipped policy term per token (not the KL). Returns the differentiable scalar
-    and detached float stats: loss/policy, loss/clip_frac, loss/ratio_min, loss/ratio_max, and
-    loss/kl (when ``ref_logp`` is given), loss/entropy (when ``entropy`` is given).
+    ``ref_logp, entropy [N, T]`` or None. ``token_weights [N, T]``, when given, multiplies the
+    clipped policy term per token (not the KL). Returns the differentiable scalar and detached
+    float stats: loss/policy, loss/clip_frac, loss/ratio_min, loss/ratio_max, and loss/kl (when
+    ``ref_logp`` is given, whatever ``beta``), loss/entropy (when ``entropy`` is given).
     """
-    adv = _check_inputs(logp, old_logp, adv, mask, cfg)
-    aggregate = AGGREGATIONS.get(cfg.loss_agg)
+    adv = _check_inputs(logp, old_logp, adv, mask)
+    aggregate, norm_len = AGGREGATIONS.get(cfg.loss_agg), cfg.norm_len
     ratio = torch.exp(logp - old_logp.detach())
     per_token = clipped_surrogate(ratio, adv, cfg.eps_low, cfg.eps_high, cfg.dual_clip)
     if token_weights is not None:  # e.g. truncated importance sampling weights; the KL term is not weighted
@@ -177,8 +194,8 @@ def policy_loss(
         if ref_logp.shape != logp.shape:
             raise ValueError(f"ref_logp must be {tuple(logp.shape)}, got {tuple(ref_logp.shape)}")
         kl = KL_ESTIMATORS.get(cfg.kl_estimator)(logp, ref_logp.detach())
-        if cfg.kl_in == "loss" and cfg.beta > 0:
-            per_token = per_token + cfg.beta * kl
+        if beta > 0:
+            per_token = per_token + beta * kl
     if cfg.entropy_coef > 0:
         if entropy is None:
             raise ValueError("entropy_coef > 0 needs the per-token entropy (token_entropy(logits))")

@@ -1,14 +1,50 @@
 """Run records: metrics.jsonl, training_metrics.csv, samples.jsonl, training_curves.png."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 CURVES = (("reward/mean", "reward"), ("eval/accuracy", "held-out accuracy (greedy)"),
           ("length/mean", "response length"), ("policy/entropy", "entropy"), ("loss/kl", "KL to reference"))
+
+
+class Timer:
+    """Seconds per named section of one step: ``with t("update"): ...``. ``t.charged(fetch, to)``
+    wraps a blocking fetch (the reference's answer) so that its wait counts in ``to``, not in the
+    section it happens in."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._running: list[str] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        self._running.append(name)
+        try:
+            yield
+        finally:
+            self._running.pop()
+            self.add(name, time.perf_counter() - t0)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def charged(self, fetch, to: str):
+        def call():
+            t0 = time.perf_counter()
+            value = fetch()
+            waited = time.perf_counter() - t0
+            if self._running:
+                self.add(self._running[-1], -waited)
+            self.add(to, waited)
+            return value
+        return call
 
 
 class MetricsLog:

@@ -29,8 +29,9 @@ from typing import NoReturn
 import torch
 
 from reasoner import distributed, threads
-from reasoner.config import Config, ConfigError
+from reasoner.config import ConfigError
 from reasoner.logprobs import completion_logp
+from reasoner.sampler.vllm import tis_weights
 from reasoner.types import Rollout
 
 
@@ -39,34 +40,66 @@ def rollout_inputs(roll: Rollout) -> tuple[torch.Tensor, ...]:
     return roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask
 
 
-def logp_of(model, inputs: tuple[torch.Tensor, ...], cfg: Config, device) -> torch.Tensor:
-    """Detached float32 log-probs [N, T] of the completions in ``inputs`` (``rollout_inputs``)."""
+def logp_of(model, inputs: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+    """Detached float32 log-probs [N, T] of the completions in ``inputs`` (``rollout_inputs``)
+    under ``model``'s distribution divided by the sampling ``temperature``."""
     with torch.no_grad(), threads.for_rows(model, int(inputs[3].sum())):
-        return completion_logp(model, *inputs, cfg.sampling.temperature)[0].float()
+        return completion_logp(model, *inputs, temperature)[0].float()
+
+
+class OldLogp:
+    """The "old" log-probs [N, T] of the PPO ratio, and TIS weights [N, T], before the update.
+
+    Three policies, chosen once by the build step: reuse (``recompute=False``: one epoch of one
+    minibatch, sampled by this very model, makes them equal to the current ones detached: None),
+    recompute (an engine such as vLLM computes its own, slightly different, log-probs), and
+    recompute with truncated importance sampling weights capped at ``tis_cap`` (Yao et al. 2025).
+    """
+
+    def __init__(self, model, temperature: float, recompute: bool, tis_cap: float = 0.0):
+        self.model, self.temperature, self.recompute, self.tis_cap = model, temperature, recompute, tis_cap
+
+    def __call__(self, roll: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.recompute:
+            return None, None
+        old = logp_of(self.model, rollout_inputs(roll), self.temperature)
+        tis = tis_weights(old, roll.logp, roll.completion_mask, self.tis_cap) if self.tis_cap > 0 else None
+        return old, tis
 
 
 class Pending:
-    """The reference log-probs [N, T] once called; ``waited``: seconds the first call blocked."""
+    """The reference log-probs [N, T] (or None: no reference) once called; ``waited``: seconds
+    the first call blocked."""
 
     def __init__(self, fetch):
-        self._fetch, self._value, self.waited = fetch, None, 0.0
+        self._fetch, self._done, self._value, self.waited = fetch, False, None, 0.0
 
-    def __call__(self) -> torch.Tensor:
-        if self._value is None:
+    def __call__(self) -> torch.Tensor | None:
+        if not self._done:
             t0 = time.perf_counter()
-            self._value = self._fetch()
+            self._value, self._done = self._fetch(), True
             self.waited = time.perf_counter() - t0
         return self._value
+
+
+class NoReference:
+    """algo.beta=0: no reference model; ``start`` gives a Pending of None."""
+
+    def start(self, roll: Rollout) -> Pending:
+        return Pending(lambda: None)
+
+    def close(self) -> None:
+        pass
 
 
 class InlineReference:
     """Computes the reference log-probs in this process, inside ``start``."""
 
-    def __init__(self, model, cfg: Config, device):
-        self.model, self.cfg, self.device = model, cfg, device
+    def __init__(self, model, temperature: float):
+        self.model, self.temperature = model, temperature
 
     def start(self, roll: Rollout) -> Pending:
-        value = logp_of(self.model, rollout_inputs(roll), self.cfg, self.device)
+        value = logp_of(self.model, rollout_inputs(roll), self.temperature)
         return Pending(lambda: value)
 
     def close(self) -> None:
@@ -76,10 +109,10 @@ class InlineReference:
 class ReferenceProcess:
     """Computes the reference log-probs in a forked child; ``start`` only sends the token ids."""
 
-    def __init__(self, model, cfg: Config, device):
+    def __init__(self, model, temperature: float):
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(model, cfg, device, child, self._conn, os.getpid()),
+        self._proc = ctx.Process(target=_serve, args=(model, temperature, child, self._conn, os.getpid()),
                                  name="reasoner-reference", daemon=True)
         self._proc.start()
         child.close()
@@ -121,7 +154,7 @@ class ReferenceProcess:
             self._proc.kill()
 
 
-def _serve(model, cfg: Config, device, conn, parent_end, parent: int) -> None:
+def _serve(model, temperature: float, conn, parent_end, parent: int) -> None:
     """Child main loop: (seq, token ids) in, (seq, "ok", log-probs) or (seq, "error", traceback) out,
     until None or EOF."""
     parent_end.close()  # forked copy of the parent's end: keeping it would hide the parent's EOF
@@ -139,23 +172,22 @@ def _serve(model, cfg: Config, device, conn, parent_end, parent: int) -> None:
             return
         seq, arrays = request
         try:
-            out = (seq, "ok", logp_of(model, tuple(torch.from_numpy(a) for a in arrays), cfg, device).numpy())
+            out = (seq, "ok", logp_of(model, tuple(torch.from_numpy(a) for a in arrays), temperature).numpy())
         except Exception:  # noqa: BLE001 - reported to the parent, which raises it
             out = (seq, "error", traceback.format_exc())
         conn.send(out)
 
 
-def make_runner(ref, cfg: Config, device):
-    """The run's reference runner (InlineReference or ReferenceProcess) for ``ref``, or None without one."""
+def make_runner(ref, choice: str, temperature: float, device):
+    """The run's reference runner for ``ref`` (``run.reference_process``: auto | process | inline):
+    NoReference without one, else InlineReference or ReferenceProcess."""
     if ref is None:
-        return None
+        return NoReference()
     forkable = torch.device(device).type == "cpu" and not distributed.active() and sys.platform == "linux"
-    choice = cfg.run.reference_process
     if choice == "process" and not forkable:
         raise ConfigError("run.reference_process=process needs a CPU run in one process on Linux; "
                           "valid choices here: auto, inline")
     if choice == "auto":
-        small = isinstance(ref, torch.nn.Module) and sum(p.numel() for p in ref.parameters()) < threads.SMALL_MODEL_PARAMS
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        choice = "process" if forkable and small and cores > 1 else "inline"
-    return (ReferenceProcess if choice == "process" else InlineReference)(ref, cfg, device)
+        small = isinstance(ref, torch.nn.Module) and threads.n_params(ref) < threads.SMALL_MODEL_PARAMS
+        choice = "process" if forkable and small and threads.usable_cores() > 1 else "inline"
+    return (ReferenceProcess if choice == "process" else InlineReference)(ref, temperature)

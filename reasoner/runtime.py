@@ -1,4 +1,4 @@
-"""Building the run's parts from the config: device, seeds, models, sampler, optimizer, data."""
+"""Parts the build step (``reasoner.build``) assembles: device, seeds, the policy, the reference, the problem stream."""
 from __future__ import annotations
 
 import copy
@@ -7,19 +7,9 @@ import random
 import numpy as np
 import torch
 
-from reasoner import distributed, lora, precision, threads
-from reasoner.config import Config, ConfigError
+from reasoner import distributed, lora, precision, seeds, threads
+from reasoner.config import ModelConfig
 from reasoner.types import Problem
-
-
-def setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo]:
-    """Step 1, before any model is loaded: config checks, seeds, device, process group."""
-    lora.check_config(cfg.model, cfg.sampling.backend)
-    distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
-    precision.check(cfg.model.precision, sharded(cfg))
-    seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights and adapters
-    device = distributed.local_device(pick_device(cfg.run.device))
-    return device, distributed.init(device)
 
 
 def pick_device(name: str) -> torch.device:
@@ -36,69 +26,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def sharded(cfg: Config) -> bool:
+def sharded(parallel: str) -> bool:
     """FSDP2 shards the weights (run.parallel=fsdp under torchrun)."""
-    return cfg.run.parallel == "fsdp" and distributed.env_info().world > 1
+    return parallel == "fsdp" and distributed.env_info().world > 1
 
 
-def prepare_policy(model, cfg: Config, device: torch.device):
-    """Precision, threads, gradient checkpointing and LoRA adapters as configured;
+def prepare_policy(model, m: ModelConfig, n_threads: int, device: torch.device, is_sharded: bool = False):
+    """Precision, threads (``run.threads``), gradient checkpointing and LoRA adapters as ``m`` says;
     returns (the policy to train, its resolved precision.Precision)."""
-    prec = precision.resolve(cfg.model.precision, device, sum(p.numel() for p in model.parameters()), sharded(cfg))
+    prec = precision.resolve(m.precision, device, threads.n_params(model), is_sharded)
     model.to(prec.compute)
-    threads.configure(model, cfg.run.threads)
-    if cfg.model.gradient_checkpointing:
+    threads.configure(model, n_threads)
+    if m.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    if lora.enabled(cfg.model):
-        model = lora.wrap(model, cfg.model)
+    if lora.enabled(m):
+        model = lora.wrap(model, m)
     return model, prec
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The minibatch-shuffle generator of one step: a function of (seed, step), so resumes replay it."""
-    return torch.Generator().manual_seed(seed * 1_000_033 + step)
-
-
-def make_reference(policy, cfg: Config):
+def make_reference(policy, beta: float, is_sharded: bool = False):
     """A frozen copy of the starting policy, or None when beta == 0 (no memory, no passes).
 
     With LoRA the reference is the policy itself with its adapters disabled (no copy).
     """
-    if cfg.algo.beta == 0:
+    if beta == 0:
         return None
     if lora.is_peft(policy):
         return lora.AdapterOffReference(policy)
     ref = copy.deepcopy(policy).eval()
     ref.requires_grad_(False)
-    if sharded(cfg):
+    if is_sharded:
         distributed.fsdp_shard(ref)  # sharded like the policy: no full copy per rank
     return ref
-
-
-def make_critic(policy, cfg: Config):
-    """The value model of algo.advantage=gae (a copy of the policy's backbone + a value head), else None."""
-    if cfg.algo.advantage != "gae":
-        return None
-    if distributed.env_info().world > 1:
-        raise ConfigError("algo.advantage=gae runs in one process only (the critic is not wrapped for DDP/FSDP)")
-    from reasoner.critic import Critic
-
-    return Critic(policy, cfg)
-
-
-def make_sampler(model, tokenizer, cfg: Config, device: torch.device):
-    if cfg.sampling.backend == "vllm":
-        from reasoner.sampler.vllm import VLLMSampler
-
-        return VLLMSampler(model, tokenizer, cfg)
-    from reasoner.sampler.transformers import TransformersSampler
-
-    lockstep = sharded(cfg)  # sharded weights: the same calls on every rank
-    return TransformersSampler(model, tokenizer, device=device, lockstep=lockstep)
 
 
 class ProblemStream:
@@ -120,7 +83,7 @@ class ProblemStream:
 
     def _perm(self, epoch: int) -> list[int]:
         if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            g = seeds.epoch_order(self.seed, epoch)
             self._perms = {epoch: torch.randperm(len(self.problems), generator=g).tolist()}
         return self._perms[epoch]
 

@@ -8,12 +8,33 @@ from typing import Callable
 import torch
 
 from reasoner import distributed, threads
-from reasoner.config import Config
 from reasoner.logprobs import completion_logp
-from reasoner.losses import policy_loss
+from reasoner.losses import LossParams, policy_loss
 from reasoner.optim import Optimizer
 from reasoner.rewards import overlong_loss_mask
 from reasoner.types import Rollout
+
+
+def _no_reference() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class UpdateParams:
+    """What the update reads: the loss's parameters and how to walk the batch."""
+
+    loss: LossParams
+    epochs: int = 1  # algo.ppo_epochs
+    minibatches: int = 1  # algo.minibatches
+    grad_accum: int = 1  # optim.grad_accum: micro-batches per minibatch
+    temperature: float = 1.0  # sampling.temperature: log-probs of the tempered distribution, as sampled
+    mask_truncated: bool = False  # algo.overlong=mask: truncated completions leave the loss
+
+    @classmethod
+    def of(cls, cfg) -> "UpdateParams":
+        """From a whole config (the build step's business)."""
+        return cls(LossParams.of(cfg.algo, cfg.sampling.max_new_tokens), cfg.algo.ppo_epochs, cfg.algo.minibatches,
+                   cfg.optim.grad_accum, cfg.sampling.temperature, cfg.algo.overlong == "mask")
 
 
 @dataclass
@@ -22,10 +43,10 @@ class UpdateBatch:
 
     rollout: Rollout
     adv: torch.Tensor  # [N] float, one advantage per completion, or [N, T] per token (gae)
-    old_logp: torch.Tensor | None  # [N, T] detached; None = equal to the current (1 epoch, 1 minibatch)
-    ref_logp: torch.Tensor | Callable[[], torch.Tensor] | None  # [N, T] detached, or a function giving it
-    # (reasoner.reference.Pending: called after the policy's forward, which a reference process overlaps);
-    # None when beta == 0 or KL is in the reward
+    old_logp: torch.Tensor | None = None  # [N, T] detached; None = equal to the current (1 epoch, 1 minibatch)
+    ref_logp: Callable[[], torch.Tensor | None] = _no_reference  # gives [N, T] detached, or None (no KL in
+    # the loss); called after the policy's first forward, which a reference process overlaps (reasoner.reference)
+    beta: float = 0.0  # the KL coefficient in the loss
     weights: torch.Tensor | None = None  # [N, T] per-token policy-loss weights (TIS correction) or None
 
 
@@ -41,11 +62,9 @@ def _rows(batch: UpdateBatch, idx: torch.Tensor):
             _pick(batch.weights, idx, T))
 
 
-def _loss_mask(batch: UpdateBatch, idx: torch.Tensor, cmask: torch.Tensor, cfg: Config) -> torch.Tensor:
+def _loss_mask(batch: UpdateBatch, idx: torch.Tensor, cmask: torch.Tensor, mask_truncated: bool) -> torch.Tensor:
     """Tokens that count in the loss: the sampled ones, minus truncated rows when algo.overlong=mask."""
-    if cfg.algo.overlong != "mask":
-        return cmask
-    return overlong_loss_mask(cmask, batch.rollout.truncated[idx])
+    return overlong_loss_mask(cmask, batch.rollout.truncated[idx]) if mask_truncated else cmask
 
 
 def _micro_weight(mask: torch.Tensor, mb_mask: torch.Tensor, loss_agg: str) -> float:
@@ -55,9 +74,9 @@ def _micro_weight(mask: torch.Tensor, mb_mask: torch.Tensor, loss_agg: str) -> f
     return mask.shape[0] / mb_mask.shape[0]
 
 
-def ppo_update(model, optimizer: Optimizer, batch: UpdateBatch, cfg: Config, device: torch.device,
+def ppo_update(model, optimizer: Optimizer, batch: UpdateBatch, p: UpdateParams,
                generator: torch.Generator) -> dict[str, float]:
-    """Run cfg.algo.ppo_epochs passes over cfg.algo.minibatches shuffled minibatches.
+    """Run ``p.epochs`` passes over ``p.minibatches`` shuffled minibatches.
 
     Returns the mean of each loss statistic and the last gradient norm. A non-finite
     loss or gradient skips that optimizer step (counted in "update/skipped"); under torchrun
@@ -65,34 +84,30 @@ def ppo_update(model, optimizer: Optimizer, batch: UpdateBatch, cfg: Config, dev
     the gradient all-reduce, and the loss is scaled so ranks average to the global batch.
     ``optimizer`` (reasoner.optim) owns clipping, the step and the float32 master weights.
     """
-    a, N = cfg.algo, batch.adv.shape[0]
-    norm_len = a.norm_len or cfg.sampling.max_new_tokens
-    mb_size, accum = N // a.minibatches, cfg.optim.grad_accum
+    N, agg = batch.adv.shape[0], p.loss.loss_agg
     sums: dict[str, float] = {}
     count, skipped, grad_norm = 0, 0, 0.0
     model.train()
-    for _ in range(a.ppo_epochs):
-        order = torch.randperm(N, generator=generator) if a.minibatches > 1 else torch.arange(N)
-        for mb in order.split(mb_size):
+    for _ in range(p.epochs):
+        order = torch.randperm(N, generator=generator) if p.minibatches > 1 else torch.arange(N)
+        for mb in order.split(N // p.minibatches):
             optimizer.zero_grad()
-            mb_mask = _loss_mask(batch, mb, batch.rollout.completion_mask[mb], cfg)
-            scale = distributed.loss_scale(float(mb_mask.sum()), a.loss_agg)  # 1.0 in one process
+            mb_mask = _loss_mask(batch, mb, batch.rollout.completion_mask[mb], p.mask_truncated)
+            scale = distributed.loss_scale(float(mb_mask.sum()), agg)  # 1.0 in one process
             finite = True
-            micros = mb.split(math.ceil(len(mb) / accum))
+            micros = mb.split(math.ceil(len(mb) / p.grad_accum))
             for i, micro in enumerate(micros):
                 pids, pmask, cids, cmask, adv, old, w = _rows(batch, micro)
                 with distributed.no_sync(model, last=i == len(micros) - 1), threads.for_rows(model, int(cmask.sum())):
-                    logp, ent = completion_logp(model, pids, pmask, cids, cmask, cfg.sampling.temperature,
-                                                with_entropy=True, entropy_grad=a.entropy_coef > 0)
+                    logp, ent = completion_logp(model, pids, pmask, cids, cmask, p.temperature,
+                                                with_entropy=True, entropy_grad=p.loss.entropy_coef > 0)
                     logp = logp.float()
-                    ref = batch.ref_logp() if callable(batch.ref_logp) else batch.ref_logp
-                    ref = _pick(ref, micro, cmask.shape[1])
-                    lmask = _loss_mask(batch, micro, cmask, cfg)
-                    out = policy_loss(logp, logp.detach() if old is None else old, adv, lmask, a, ref_logp=ref,
-                                      entropy=None if ent is None else ent.float(), norm_len=norm_len,
-                                      token_weights=w)
+                    ref = _pick(batch.ref_logp(), micro, cmask.shape[1])
+                    lmask = _loss_mask(batch, micro, cmask, p.mask_truncated)
+                    out = policy_loss(logp, logp.detach() if old is None else old, adv, lmask, p.loss, ref_logp=ref,
+                                      beta=batch.beta, entropy=None if ent is None else ent.float(), token_weights=w)
                     finite &= bool(torch.isfinite(out.loss))
-                    (out.loss * _micro_weight(lmask, mb_mask, a.loss_agg) * scale).backward()
+                    (out.loss * _micro_weight(lmask, mb_mask, agg) * scale).backward()
                 optimizer.collect()  # float32 masters accumulate the micro-batches' gradients
                 for k, v in out.stats.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -103,6 +118,5 @@ def ppo_update(model, optimizer: Optimizer, batch: UpdateBatch, cfg: Config, dev
             else:
                 grad_norm = gn
     stats = {k: v / count for k, v in sums.items()}
-    stats.update({"update/grad_norm": grad_norm, "update/skipped": skipped,
-                  "update/steps": a.ppo_epochs * a.minibatches})
+    stats.update({"update/grad_norm": grad_norm, "update/skipped": skipped, "update/steps": p.epochs * p.minibatches})
     return stats

@@ -7,7 +7,7 @@
 Both trainers get the ``scripts/bench_step.py`` set-up (the same prompts in the same order, the
 same math verifier, lr 1e-4 constant, beta 0.04 with k3 KL in the loss, one PPO epoch, fp32,
 the same torch threads and seed), each in its own subprocess. Before and after training, each
-policy is scored by the same function, ``reasoner.trainer.evaluate`` (greedy decoding, the
+policy is scored by the same function, ``benchmarks.TrainingEval`` (greedy decoding, the
 math verifier), on the same held-out synthetic test problems. With ``--config`` both trainers take
 that recipe's model, prompts, sampling, loss aggregation (TRL's ``loss_type`` of the same
 normalisation), optimizer and KL settings instead; ``--trl-bf16`` runs TRL with ``bf16=True``.
@@ -33,13 +33,13 @@ def heldout(model, tok, cfg) -> float:
     """Greedy accuracy of ``model`` on cfg's held-out problems, scored as reasoner's trainer scores them."""
     from reasoner import data
     from reasoner.sampler.transformers import TransformersSampler
-    from reasoner.trainer import evaluate
+    from benchmarks import TrainingEval
 
     problems = data.load_problems(cfg.data.eval, cfg.data.eval_split, cfg.data)
     problems = problems[:cfg.data.eval_size] if cfg.data.eval_size else problems
     prompts = [data.render(p, tok, cfg.data) for p in problems]
     sampler = TransformersSampler(model, tok, device="cpu")
-    return evaluate(sampler, problems, prompts, cfg, step=0)["eval/accuracy"]
+    return TrainingEval(sampler, (problems, prompts), {}, cfg.sampling.max_new_tokens)(step=0)["eval/accuracy"]
 
 
 def recipe_config(path: str, steps: int, threads: int, out_dir: str, overrides: list[str]):
@@ -61,7 +61,7 @@ def run_reasoner(case: str, steps: int, threads: int, overrides: list[str], conf
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make(case, steps, threads, tmp, overrides, config)
         t0 = time.perf_counter()
-        summary = train(cfg)  # evaluates with reasoner.trainer.evaluate before and after
+        summary = train(cfg)  # evaluates with benchmarks.TrainingEval before and after
         seconds = time.perf_counter() - t0
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]

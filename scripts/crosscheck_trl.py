@@ -24,8 +24,7 @@ from types import MethodType
 import torch
 
 from reasoner.advantages import ADVANTAGES
-from reasoner.config import AlgoConfig
-from reasoner.losses import policy_loss
+from reasoner.losses import LossParams, policy_loss
 
 # (TRL setting) -> our name, for the quantities whose definitions coincide.
 ADV_PAIRS = [  # (trainer, config overrides, our estimator)
@@ -131,9 +130,9 @@ def trl_loss(trainer, b: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
     return loss.item(), logp.grad
 
 
-def ours_loss(b: dict[str, torch.Tensor], cfg: AlgoConfig, t: int) -> tuple[float, torch.Tensor]:
+def ours_loss(b: dict[str, torch.Tensor], params: LossParams, beta: float) -> tuple[float, torch.Tensor]:
     logp = b["logp"].clone().requires_grad_(True)
-    out = policy_loss(logp, b["old"], b["adv"], b["mask"], cfg, ref_logp=b["ref"], entropy=b["entropy"], norm_len=t)
+    out = policy_loss(logp, b["old"], b["adv"], b["mask"], params, ref_logp=b["ref"], beta=beta, entropy=b["entropy"])
     out.loss.backward()
     return out.loss.item(), logp.grad
 
@@ -147,11 +146,11 @@ def check_advantages(args, tmp: str) -> list[tuple[str, float]]:
     rows = []
     for kind, overrides, ours in ADV_PAIRS:
         trainer = build_trainer(kind, n, args.group_size, 3, tmp, beta=0.0, **overrides)
-        diff = (trl_advantages(trainer, rewards) - ADVANTAGES.get(ours)(rewards, AlgoConfig())).abs().max().item()
+        diff = (trl_advantages(trainer, rewards) - ADVANTAGES.get(ours)(rewards)).abs().max().item()
         rows.append((f"advantage  TRL {kind} {overrides} vs {ours}", diff))
     # the grpo gap predicted by the epsilons alone: |r - mean| * |1/(s + 1e-6) - 1/(s + 1e-4)|
     std = rewards.std(dim=1, keepdim=True)
-    gap = ADVANTAGES.get("dr_grpo")(rewards, AlgoConfig()).abs() * (1 / (std + 1e-6) - 1 / (std + 1e-4))
+    gap = ADVANTAGES.get("dr_grpo")(rewards).abs() * (1 / (std + 1e-6) - 1 / (std + 1e-4))
     print(f"(grpo: the 1e-6 vs 1e-4 epsilon alone predicts a max gap of {gap.max().item():.3e})")
     return rows
 
@@ -166,9 +165,9 @@ def check_losses(args, tmp: str) -> list[tuple[str, float]]:
             trainer = build_trainer("grpo", n, args.group_size, t, tmp, loss_type=loss_type, beta=beta,
                                     epsilon=0.2, epsilon_high=0.28, entropy_coef=ent,
                                     use_bias_correction_kl=False)
-            cfg = AlgoConfig(loss_agg=agg, beta=beta, kl_estimator="k3", eps_low=0.2, eps_high=0.28, entropy_coef=ent)
+            params = LossParams(loss_agg=agg, kl_estimator="k3", eps_low=0.2, eps_high=0.28, entropy_coef=ent, norm_len=t)
             theirs, their_grad = trl_loss(trainer, b)
-            ours, our_grad = ours_loss(b, cfg, t)
+            ours, our_grad = ours_loss(b, params, beta)
             label = f"loss       TRL {loss_type:8s} vs {agg:24s} beta={beta} ent={ent}"
             rows.append((label + " value", abs(theirs - ours)))
             rows.append((label + " d/dlogp", (their_grad - our_grad).abs().max().item()))

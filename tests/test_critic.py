@@ -6,15 +6,16 @@ test_gae_lam_1_returns_are_monte_carlo); here the critic's wiring around it.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 from torch.testing import assert_close
 
 from reasoner.commands.list import registries
-from reasoner.config import Config, ConfigError, load_config
-from reasoner.critic import Critic, masked_whiten
+from reasoner.config import ConfigError, load_config
+from reasoner.advantages import Advantages
+from reasoner.critic import Critic, CriticParams, masked_whiten
+from reasoner.kl import RewardKL
 from reasoner.trainer import train
 from reasoner.types import Rollout
 
@@ -26,9 +27,11 @@ def policy(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir).float()
 
 
-def _cfg(**algo) -> Config:
-    cfg = Config()
-    return replace(cfg, algo=replace(cfg.algo, advantage="gae", **algo))
+def _params(**kw) -> CriticParams:
+    return CriticParams(**kw)
+
+
+NO_KL = RewardKL(None, 0.0, "k3")
 
 
 def _roll(logp=None) -> Rollout:
@@ -43,7 +46,7 @@ def _roll(logp=None) -> Rollout:
 
 def test_values_read_the_state_before_each_completion_token(policy):
     torch.manual_seed(0)
-    critic = Critic(policy, _cfg())
+    critic = Critic(policy, _params())
     torch.nn.init.normal_(critic.head.weight)  # non-zero values to compare
     critic.eval()
     roll = _roll()
@@ -71,8 +74,8 @@ def test_advantages_by_hand_with_zero_values(policy):
     # whitened over the 3 real tokens [.95, 1, 2]: mean = 3.95 / 3 = 1.316667,
     # population var = (.366667^2 + .316667^2 + .683333^2) / 3 = .233889, std = .483621
     # -> [(.95 - 1.316667) / .483621, (1 - 1.316667) / .483621, (2 - 1.316667) / .483621]
-    critic = Critic(policy, _cfg(gamma=1.0, lam=0.95))
-    adv, returns, old_v = critic.advantages(_roll(), torch.tensor([1.0, 2.0]), None, 0.0, _cfg(gamma=1.0, lam=0.95))
+    critic = Critic(policy, _params(gamma=1.0, lam=0.95))
+    adv, returns, old_v = critic.advantages(_roll(), torch.tensor([1.0, 2.0]), NO_KL)
     assert_close(old_v, torch.zeros(2, 2))
     assert_close(returns, torch.tensor([[0.95, 1.0], [2.0, 0.0]]))
     assert_close(adv, torch.tensor([[-0.758182, -0.654795], [1.412977, 0.0]]), atol=1e-5, rtol=1e-5)
@@ -82,10 +85,10 @@ def test_kl_enters_the_per_token_reward(policy):
     # k1 KL = logp - ref: row 0 [-1 - (-1.5), -2 - (-1)] = [.5, -1], row 1 [0]; beta = .1
     # rewards row 0 = [-.05, 1 + .1] ; row 1 = [2 - 0]; gamma = lam = 1, V = 0:
     # returns = sums of future rewards = [[-.05 + 1.1, 1.1], [2, 0]] = [[1.05, 1.1], [2, 0]]
-    cfg = _cfg(gamma=1.0, lam=1.0, kl_estimator="k1")
     roll = _roll(logp=torch.tensor([[-1.0, -2.0], [-1.0, 0.0]]))
     ref = torch.tensor([[-1.5, -1.0], [-1.0, 0.0]])
-    _, returns, _ = Critic(policy, cfg).advantages(roll, torch.tensor([1.0, 2.0]), ref, 0.1, cfg)
+    _, returns, _ = Critic(policy, _params(gamma=1.0, lam=1.0)).advantages(roll, torch.tensor([1.0, 2.0]),
+                                                                           RewardKL(ref, 0.1, "k1"))
     assert_close(returns, torch.tensor([[1.05, 1.1], [2.0, 0.0]]))
 
 
@@ -97,12 +100,11 @@ def test_masked_whiten_ignores_padding():
 
 def test_value_loss_decreases_on_fixed_returns(policy):
     torch.manual_seed(0)
-    cfg = _cfg(critic_lr=1e-3, value_clip=100.0)  # wide clip: plain regression towards the returns
-    critic = Critic(policy, cfg)
+    critic = Critic(policy, _params(lr=1e-3, value_clip=100.0))  # wide clip: plain regression towards the returns
     roll = _roll()
     returns = torch.tensor([[0.5, 1.0], [-1.0, 0.0]])
     old_v = critic.values(roll).detach()
-    losses = [critic.update(roll, returns, old_v, cfg)["critic/value_loss"] for _ in range(8)]
+    losses = [critic.update(roll, Advantages(returns, returns, old_v))["critic/value_loss"] for _ in range(8)]
     # V = 0 at first: 0.5 * (.25 + 1 + 1) / 3 = .375
     assert losses[0] == pytest.approx(0.375, abs=1e-6)
     assert losses[-1] < 0.5 * losses[0], losses

@@ -20,7 +20,7 @@ from reasoner.config import ConfigError, load_config
 from reasoner.runtime import ProblemStream
 from reasoner.types import Problem, Rollout
 from reasoner.optim import Optimizer
-from reasoner.update import UpdateBatch, ppo_update
+from reasoner.update import UpdateBatch, UpdateParams, ppo_update
 
 ROOT = Path(__file__).resolve().parents[1]
 AGGS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
@@ -47,16 +47,15 @@ def _global_batch(agg: str, model_dir: Path):
                    logp=torch.zeros(N, T), truncated=torch.zeros(N, dtype=torch.bool), texts=[""] * N)
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0])
     ref = torch.full((N, T), -2.0)
-    return cfg, UpdateBatch(roll, adv, None, ref)
+    return cfg, UpdateBatch(roll, adv, ref_logp=lambda: ref, beta=cfg.algo.beta)  # the KL in the loss
 
 
 def _shard(batch: UpdateBatch, rank: int) -> UpdateBatch:
     n = batch.adv.shape[0] // WORLD
     rows = slice(rank * n, (rank + 1) * n)
-    r = batch.rollout
-    roll = Rollout(r.prompt_ids[rows], r.prompt_mask[rows], r.completion_ids[rows], r.completion_mask[rows],
-                   r.logp[rows], r.truncated[rows], r.texts[rows])
-    return UpdateBatch(roll, batch.adv[rows], None, batch.ref_logp[rows])
+    ref = batch.ref_logp()[rows]
+    return UpdateBatch(batch.rollout.rows(range(rank * n, (rank + 1) * n)), batch.adv[rows], ref_logp=lambda: ref,
+                       beta=batch.beta)
 
 
 def _update(model_dir: Path, agg: str, rank: int | None, strategy: str = "ddp") -> dict[str, torch.Tensor]:
@@ -67,8 +66,7 @@ def _update(model_dir: Path, agg: str, rank: int | None, strategy: str = "ddp") 
     model, _ = load_model(cfg.model)
     policy = distributed.wrap(model, strategy) if rank is not None else model
     opt = Optimizer(model, cfg.optim, 1, make=lambda ps: torch.optim.SGD(ps, lr=1.0))  # after wrap: FSDP2 shards
-    ppo_update(policy, opt, batch if rank is None else _shard(batch, rank), cfg, torch.device("cpu"),
-               torch.Generator())
+    ppo_update(policy, opt, batch if rank is None else _shard(batch, rank), UpdateParams.of(cfg), torch.Generator())
     if strategy == "fsdp":
         return distributed.fsdp_full_state_dict(model)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

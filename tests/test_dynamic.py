@@ -140,7 +140,8 @@ class _FakeSampler:
 
 
 def test_collect_draws_later_stream_positions_with_new_seeds():
-    from reasoner.dynamic import collect
+    from reasoner.dynamic import Collector
+    from reasoner.metrics import Timer
     from reasoner.sampler import SamplingParams
 
     # B = 2, run.steps = 10. Step 3 draws stream batch 3 (answers "7", "1": one informative group),
@@ -151,8 +152,9 @@ def test_collect_draws_later_stream_positions_with_new_seeds():
                              "algo.dynamic_sampling=true", "algo.max_sampling_tries=4",
                              "algo.reward_weights={format: 0.5}"])
     params = SamplingParams(n=2, max_new_tokens=2, seed=100)
-    t: dict[str, float] = {}
-    s, metrics = collect(stream, 3, lambda p: p.prompt, sampler, params, cfg, t)
+    t = Timer()
+    collect = Collector(stream, lambda p: p.prompt, sampler, cfg.algo, batch_size=2, horizon=10, max_tries=4)
+    s, metrics = collect(3, params, t)
     assert stream.asked == [3, 13] and sampler.seeds == [100, 100 + 7919]
     assert [p.id for p in s.problems] == ["p7", "p26"]
     assert s.scores.tolist() == [1.0, 0.0, 0.0, 1.0]
@@ -160,9 +162,10 @@ def test_collect_draws_later_stream_positions_with_new_seeds():
     assert s.rewards.tolist() == [1.5, 0.5, 0.5, 1.5]
     assert metrics["reward/format"] == 1.0 and metrics["reward/total"] == 1.0
     assert metrics["dynamic/drawn_groups"] == 4 and metrics["dynamic/kept_groups"] == 2
-    assert set(t) == {"generate", "verify"}
+    assert set(t.seconds) == {"generate", "verify"}
     # without dynamic sampling: one draw, the step's own problems, no dynamic/* metrics
     stream, sampler = _FakeStream(answers, B=2), _FakeSampler()
-    s, metrics = collect(stream, 3, lambda p: p.prompt, sampler, params, load_config(None, ["run.batch_size=2"]), {})
+    collect = Collector(stream, lambda p: p.prompt, sampler, load_config(None, ["run.batch_size=2"]).algo, 2, 1000)
+    s, metrics = collect(3, params, Timer())
     assert stream.asked == [3] and [p.id for p in s.problems] == ["p6", "p7"]
     assert not any(k.startswith("dynamic/") for k in metrics) and metrics["reward/total"] == 0.25

@@ -3,9 +3,8 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from reasoner.config import AlgoConfig
 from reasoner.logprobs import completion_logp
-from reasoner.losses import policy_loss
+from reasoner.losses import LossParams, policy_loss
 
 
 @pytest.mark.parametrize("vocab", [64, 4096])
@@ -20,8 +19,7 @@ def test_entropy_bonus_alone_raises_entropy(vocab):
     def entropy_and_loss():
         logp, ent = completion_logp(model, pids, pmask, cids, cmask, 1.0, with_entropy=True, entropy_grad=True)
         # advantage 0 and beta 0: the loss is -entropy_coef * mean entropy, nothing else
-        out = policy_loss(logp, logp.detach(), torch.zeros(4), cmask, AlgoConfig(beta=0.0, entropy_coef=1.0),
-                          entropy=ent, norm_len=5)
+        out = policy_loss(logp, logp.detach(), torch.zeros(4), cmask, LossParams(entropy_coef=1.0, norm_len=5), entropy=ent)
         return float(ent[cmask].mean()), out.loss
 
     before, loss = entropy_and_loss()

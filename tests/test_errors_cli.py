@@ -23,7 +23,7 @@ def no_model(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("reasoner.trainer.load_model", boom)
+    monkeypatch.setattr("reasoner.build.load_model", boom)
 
 
 def _one_error(capsys) -> str:
@@ -155,7 +155,7 @@ def test_progress_off_a_terminal_is_lines_not_a_bar(run_args, tmp_path, capsys):
 def test_a_second_fresh_run_in_the_same_directory_is_refused_before_the_model_loads(run_args, tmp_path, capsys,
                                                                                      monkeypatch):
     assert cli_main(["train", *run_args("run.steps=1", "run.eval_every=0")]) == 0
-    monkeypatch.setattr("reasoner.trainer.load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("reasoner.build.load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     capsys.readouterr()
     assert cli_main(["train", *run_args("run.steps=1")]) == 2
     assert "run.overwrite=true" in _one_error(capsys)

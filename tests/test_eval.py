@@ -131,19 +131,17 @@ def test_reasoner_eval_end_to_end_on_tiny_model(tmp_path, capsys, tiny_model_dir
 
 
 def test_suite_metrics_for_the_trainer(tmp_path):
-    from benchmarks import suite_metrics
-    from reasoner.config import Config
+    from benchmarks import TrainingEval, suite_sets
+    from reasoner.config import DataConfig
 
     f = tmp_path / "toy.jsonl"
     f.write_text("".join(json.dumps({"problem": p.prompt, "answer": p.answer}) + "\n" for p in PROBLEMS))
-    cfg = Config()
-    cfg.run.eval_suites, cfg.run.eval_samples = str(f), 4
 
     class Tok:
         chat_template = None
 
-    sampler = ScriptedSampler(SCRIPT)
-    sampler.tokenizer = Tok()
-    row = suite_metrics(sampler, cfg, step=10)
-    assert row == {f"eval/{f}/accuracy": 1.0, f"eval/{f}/avg@4": pytest.approx(3 / 8),
-                   f"eval/{f}/pass@4": 1.0}  # both problems have a right answer among 4
+    sets = suite_sets(str(f), DataConfig(), Tok())
+    row = TrainingEval(ScriptedSampler(SCRIPT), sets[str(f)], sets, max_new_tokens=16, samples=4)(step=10)
+    assert row == {"eval/accuracy": 1.0, "eval/sampled_accuracy": pytest.approx(3 / 8), f"eval/{f}/accuracy": 1.0,
+                   f"eval/{f}/avg@4": pytest.approx(3 / 8), f"eval/{f}/pass@4": 1.0}
+    # both problems have a right answer among 4

@@ -15,7 +15,7 @@ from reasoner.logprobs import completion_logp
 from reasoner.models import load_model
 from reasoner.types import Rollout
 from reasoner.optim import Optimizer
-from reasoner.update import UpdateBatch, ppo_update
+from reasoner.update import UpdateBatch, UpdateParams, ppo_update
 
 needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft is not installed")
 CPU = torch.device("cpu")
@@ -32,7 +32,8 @@ def _batch() -> UpdateBatch:
     roll = Rollout(prompt_ids=torch.randint(3, 60, (4, 3), generator=g), prompt_mask=torch.ones(4, 3, dtype=torch.bool),
                    completion_ids=torch.randint(3, 60, (4, 4), generator=g) * cmask, completion_mask=cmask,
                    logp=torch.zeros(4, 4), truncated=torch.zeros(4, dtype=torch.bool), texts=[""] * 4)
-    return UpdateBatch(roll, torch.tensor([1.0, -1.0, 0.5, -0.5]), None, torch.full((4, 4), -2.0))
+    ref = torch.full((4, 4), -2.0)
+    return UpdateBatch(roll, torch.tensor([1.0, -1.0, 0.5, -0.5]), ref_logp=lambda: ref, beta=0.1)  # algo.beta
 
 
 def _logp(model, batch: UpdateBatch) -> torch.Tensor:
@@ -43,13 +44,13 @@ def _logp(model, batch: UpdateBatch) -> torch.Tensor:
 
 def _step(model, cfg, batch, lr=0.5):
     opt = Optimizer(model, cfg.optim, 1, make=lambda ps: torch.optim.SGD(ps, lr=lr))
-    return ppo_update(model, opt, batch, cfg, CPU, torch.Generator())
+    return ppo_update(model, opt, batch, UpdateParams.of(cfg), torch.Generator())
 
 
 def test_lora_without_peft_fails_before_any_model_is_loaded(tiny_model_dir, tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
-    monkeypatch.setattr("reasoner.trainer.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("reasoner.build.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     args = ["train", f"model.name={tiny_model_dir}", f"run.out_dir={tmp_path}", "model.lora_r=8"]
     assert cli_main(args) == 2
     assert "model.lora_r=8 needs the package 'peft': pip install peft" in capsys.readouterr().err
@@ -63,8 +64,8 @@ def test_lora_trains_adapters_only_and_reference_is_the_base(tiny_model_dir):
     cfg = _cfg(tiny_model_dir, "model.lora_r=4", "model.lora_targets=q_proj,v_proj")
     base, _ = load_model(cfg.model)
     base_logp = _logp(base, _batch())
-    policy = runtime.prepare_policy(load_model(cfg.model)[0], cfg, CPU)[0]
-    ref = runtime.make_reference(policy, cfg)
+    policy = runtime.prepare_policy(load_model(cfg.model)[0], cfg.model, cfg.run.threads, CPU)[0]
+    ref = runtime.make_reference(policy, cfg.algo.beta)
     assert isinstance(ref, lora.AdapterOffReference) and ref.model is policy  # no second copy
     frozen = {k: v.clone() for k, v in policy.named_parameters() if not v.requires_grad}
     trainable = [k for k, v in policy.named_parameters() if v.requires_grad]
@@ -86,13 +87,13 @@ def test_adapter_checkpoint_resumes_and_final_model_is_merged(tiny_model_dir, tm
     from transformers import AutoModelForCausalLM
 
     cfg = _cfg(tiny_model_dir, "model.lora_r=4")
-    policy = runtime.prepare_policy(load_model(cfg.model)[0], cfg, CPU)[0]
+    policy = runtime.prepare_policy(load_model(cfg.model)[0], cfg.model, cfg.run.threads, CPU)[0]
     _step(policy, cfg, _batch())
     want = _logp(policy, _batch())
     lora.save_adapter(policy, tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / lora.ADAPTER_FILE).is_file() and not (tmp_path / "ckpt" / "model.safetensors").exists()
 
-    fresh = runtime.prepare_policy(load_model(cfg.model)[0], cfg, CPU)[0]
+    fresh = runtime.prepare_policy(load_model(cfg.model)[0], cfg.model, cfg.run.threads, CPU)[0]
     from reasoner import checkpoint
 
     checkpoint.load_weights(fresh, tmp_path / "ckpt", torch.float32, CPU)
@@ -120,9 +121,9 @@ def test_lora_run_end_to_end_with_resume(tiny_model_dir, tmp_path):
 
 def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
     cfg = _cfg(tiny_model_dir)
-    plain = runtime.prepare_policy(load_model(cfg.model)[0], cfg, CPU)[0]
+    plain = runtime.prepare_policy(load_model(cfg.model)[0], cfg.model, cfg.run.threads, CPU)[0]
     ckpt_cfg = _cfg(tiny_model_dir, "model.gradient_checkpointing=true")
-    saved = runtime.prepare_policy(load_model(ckpt_cfg.model)[0], ckpt_cfg, CPU)[0]
+    saved = runtime.prepare_policy(load_model(ckpt_cfg.model)[0], ckpt_cfg.model, ckpt_cfg.run.threads, CPU)[0]
     on = lambda m: getattr(m, "is_activation_checkpointing", None) or m.is_gradient_checkpointing  # noqa: E731
     assert on(saved) and not on(plain)
     a, b = _step(plain, cfg, _batch()), _step(saved, ckpt_cfg, _batch())

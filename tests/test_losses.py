@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from reasoner.config import AlgoConfig
+from reasoner.config import ConfigError, load_config
 from reasoner.losses import (
-    AGGREGATIONS, KL_ESTIMATORS, AdaptiveKL, adaptive_kl_update, kl_penalized_rewards,
+    AGGREGATIONS, KL_ESTIMATORS, AdaptiveKL, LossParams, adaptive_kl_update, kl_penalized_rewards,
     policy_loss, token_entropy, value_loss,
 )
 
@@ -16,7 +16,15 @@ T = torch.tensor
 
 
 def cfg(**kw):
-    return AlgoConfig(**{"beta": 0.0, "loss_agg": "token_mean", **kw})
+    """The loss's parameters as keywords (token_mean unless given), plus ``beta`` and ``kl_in``:
+    what the KL term passes the loss (beta when the KL sits in the loss, 0 in the reward)."""
+    return {"loss_agg": "token_mean", **kw}
+
+
+def loss_args(c, norm_len):
+    c = dict(c)
+    beta, in_loss = c.pop("beta", 0.0), c.pop("kl_in", "loss") == "loss"
+    return LossParams(norm_len=norm_len, **c), beta if in_loss else 0.0
 
 
 def run(logp, old_logp, adv, mask=None, c=None, **kw):
@@ -24,7 +32,8 @@ def run(logp, old_logp, adv, mask=None, c=None, **kw):
     lp = T(logp, dtype=torch.float32).requires_grad_(True)
     old = T(old_logp, dtype=torch.float32)
     mask = torch.ones_like(old, dtype=torch.bool) if mask is None else T(mask)
-    out = policy_loss(lp, old, T(adv, dtype=torch.float32), mask, c or cfg(), norm_len=kw.pop("norm_len", lp.shape[1]), **kw)
+    params, beta = loss_args(c or cfg(), kw.pop("norm_len", lp.shape[1]))
+    out = policy_loss(lp, old, T(adv, dtype=torch.float32), mask, params, beta=beta, **kw)
     out.loss.backward()
     return out, lp.grad
 
@@ -244,14 +253,21 @@ def test_stats_are_floats_over_masked_tokens_only():
     ({"mask": torch.ones(1, 3, dtype=torch.bool)}, ValueError),
     ({"adv": torch.ones(3)}, ValueError),
     ({"c": cfg(dual_clip=0.5)}, ValueError),
-    ({"c": cfg(kl_in="nowhere")}, ValueError),
     ({"c": cfg(eps_low=1.0)}, ValueError),
 ])
 def test_policy_loss_rejects_bad_input(bad, err):
     args = {"mask": torch.ones(1, 2, dtype=torch.bool), "adv": torch.ones(1), "c": cfg()}
     args.update(bad)
     with pytest.raises(err):
-        policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), args["adv"], args["mask"], args["c"], norm_len=2)
+        params, beta = loss_args(args["c"], 2)
+        policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), args["adv"], args["mask"], params, beta=beta)
+
+
+@pytest.mark.parametrize("override, key", [("algo.kl_in=nowhere", "algo.kl_in"), ("algo.dual_clip=0.5", "algo.dual_clip"),
+                                           ("algo.eps_low=1.0", "algo.eps_low")])
+def test_bad_loss_settings_are_config_errors_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [override])
 
 
 # --- KL in the reward, adaptive KL, entropy, value loss ------------------------------------
@@ -300,13 +316,10 @@ def test_token_weights_scale_only_the_policy_term():
     # One row, two tokens, ratio 1 (logp == old), A = +1, weights [0.5, 2], beta 0.2, k1 KL.
     # Policy term per token = -A * w = [-0.5, -2.0]; KL k1 = -(ref - logp) = [0.1, 0.3].
     # per token = [-0.5 + 0.2*0.1, -2.0 + 0.2*0.3] = [-0.48, -1.94]; token_mean = -1.21.
-    from reasoner.config import AlgoConfig
-    from reasoner.losses import policy_loss
-
     logp = torch.tensor([[-1.0, -2.0]])
     ref = torch.tensor([[-1.1, -2.3]])
     mask = torch.ones(1, 2, dtype=torch.bool)
-    cfg = AlgoConfig(loss_agg="token_mean", kl_estimator="k1", beta=0.2)
-    out = policy_loss(logp, logp, torch.tensor([1.0]), mask, cfg, ref_logp=ref, norm_len=2,
+    params = LossParams(loss_agg="token_mean", kl_estimator="k1", norm_len=2)
+    out = policy_loss(logp, logp, torch.tensor([1.0]), mask, params, ref_logp=ref, beta=0.2,
                       token_weights=torch.tensor([[0.5, 2.0]]))
     torch.testing.assert_close(out.loss, torch.tensor(-1.21))

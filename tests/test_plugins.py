@@ -44,7 +44,7 @@ def _no_model(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("reasoner.trainer.load_model", boom)
+    monkeypatch.setattr("reasoner.build.load_model", boom)
 
 
 def test_run_plugins_registers_a_file_and_a_bad_plugin_names_the_key(plugin, tmp_path):

@@ -11,7 +11,7 @@ from reasoner import precision
 from reasoner.config import ConfigError, load_config
 from reasoner.optim import Optimizer
 from reasoner.types import Rollout
-from reasoner.update import UpdateBatch, ppo_update
+from reasoner.update import UpdateBatch, UpdateParams, ppo_update
 
 CPU = torch.device("cpu")
 
@@ -79,7 +79,7 @@ def _batch() -> UpdateBatch:
     roll = Rollout(prompt_ids=torch.randint(3, 60, (6, 4), generator=g), prompt_mask=torch.ones(6, 4, dtype=torch.bool),
                    completion_ids=torch.randint(3, 60, (6, 5), generator=g) * cmask, completion_mask=cmask,
                    logp=torch.zeros(6, 5), truncated=torch.zeros(6, dtype=torch.bool), texts=[""] * 6)
-    return UpdateBatch(roll, torch.tensor([1.0, -1.0, 0.5, -0.5, 0.8, -0.8]), None, None)
+    return UpdateBatch(roll, torch.tensor([1.0, -1.0, 0.5, -0.5, 0.8, -0.8]))
 
 
 def _update(model_dir, prec: str) -> list[torch.Tensor]:
@@ -90,10 +90,10 @@ def _update(model_dir, prec: str) -> list[torch.Tensor]:
     cfg = load_config(None, [f"model.name={model_dir}", f"model.precision={prec}", "algo.beta=0",
                              "optim.grad_clip=0", "sampling.max_new_tokens=5", "run.threads=1"])
     model, _ = load_model(cfg.model)
-    model, p = prepare_policy(model, cfg, CPU)
+    model, p = prepare_policy(model, cfg.model, cfg.run.threads, CPU)
     opt = Optimizer(model, cfg.optim, 1, master=p.master, make=_sgd(1.0))
     before = [m.detach().clone() for m in opt.weights.params]
-    ppo_update(model, opt, _batch(), cfg, CPU, torch.Generator())
+    ppo_update(model, opt, _batch(), UpdateParams.of(cfg), torch.Generator())
     return [m.detach() - b for m, b in zip(opt.weights.params, before)]
 
 

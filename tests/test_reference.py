@@ -32,10 +32,10 @@ def _roll(tok, n_rows=6, T=5, seed=0):
 def test_process_gives_the_inline_log_probs_and_closes(run_args):
     cfg = load_config(None, run_args())
     model, tok = load_model(cfg.model)
-    ref = runtime.make_reference(model, cfg)
+    ref = runtime.make_reference(model, cfg.algo.beta)
     roll = _roll(tok)
-    want = reference.InlineReference(ref, cfg, "cpu").start(roll)()  # [6, 5]
-    proc = reference.ReferenceProcess(ref, cfg, "cpu")
+    want = reference.InlineReference(ref, cfg.sampling.temperature).start(roll)()  # [6, 5]
+    proc = reference.ReferenceProcess(ref, cfg.sampling.temperature)
     try:
         got = [proc.start(roll)() for _ in range(2)]  # the child serves request after request
         proc.start(_roll(tok, seed=1))  # an answer nobody waits for is skipped by the next one
@@ -58,7 +58,7 @@ def test_pending_calls_once_and_records_the_wait():
 def test_an_error_in_the_child_is_raised_with_its_traceback(run_args):
     cfg = load_config(None, run_args())
     model, tok = load_model(cfg.model)
-    proc = reference.ReferenceProcess(runtime.make_reference(model, cfg), cfg, "cpu")
+    proc = reference.ReferenceProcess(runtime.make_reference(model, cfg.algo.beta), cfg.sampling.temperature)
     try:
         bad = _roll(tok)
         bad.completion_ids.fill_(10_000)  # beyond the vocabulary: the embedding lookup fails in the child
@@ -72,7 +72,7 @@ def test_an_error_in_the_child_is_raised_with_its_traceback(run_args):
 def test_a_dead_child_is_a_clear_error(run_args):
     cfg = load_config(None, run_args())
     model, tok = load_model(cfg.model)
-    proc = reference.ReferenceProcess(runtime.make_reference(model, cfg), cfg, "cpu")
+    proc = reference.ReferenceProcess(runtime.make_reference(model, cfg.algo.beta), cfg.sampling.temperature)
     os.kill(proc._proc.pid, signal.SIGKILL)
     proc._proc.join(5)
     with pytest.raises(RuntimeError, match=r"reference process \(pid \d+\) died.*run.reference_process=inline"):
@@ -82,18 +82,18 @@ def test_a_dead_child_is_a_clear_error(run_args):
 
 def test_choice_of_runner(run_args):
     model, _ = load_model(load_config(None, run_args()).model)
-    ref = runtime.make_reference(model, load_config(None, run_args()))
-    assert reference.make_runner(None, load_config(None, run_args()), "cpu") is None  # beta = 0
-    inline = reference.make_runner(ref, load_config(None, run_args("run.reference_process=inline")), "cpu")
-    assert isinstance(inline, reference.InlineReference)
+    ref = runtime.make_reference(model, load_config(None, run_args()).algo.beta)
+    assert isinstance(reference.make_runner(None, "auto", 1.0, "cpu"), reference.NoReference)  # beta = 0
+    assert reference.make_runner(None, "auto", 1.0, "cpu").start(None)() is None
+    assert isinstance(reference.make_runner(ref, "inline", 1.0, "cpu"), reference.InlineReference)
     if len(os.sched_getaffinity(0)) > 1:  # auto: a small CPU model with a spare core gets the child
-        auto = reference.make_runner(ref, load_config(None, run_args()), "cpu")
+        auto = reference.make_runner(ref, "auto", 1.0, "cpu")
         assert isinstance(auto, reference.ReferenceProcess)
         auto.close()
-    not_module = reference.make_runner(lambda **k: None, load_config(None, run_args()), "cpu")  # LoRA's view
+    not_module = reference.make_runner(lambda **k: None, "auto", 1.0, "cpu")  # LoRA's view
     assert isinstance(not_module, reference.InlineReference)
     with pytest.raises(ConfigError, match="run.reference_process=process needs a CPU run.*auto, inline"):
-        reference.make_runner(ref, load_config(None, run_args("run.reference_process=process")), "cuda")
+        reference.make_runner(ref, "process", 1.0, "cuda")
     with pytest.raises(ConfigError, match="run.reference_process=.thread. is not valid; choose one of: auto, process, inline"):
         load_config(None, run_args("run.reference_process=thread"))
 
@@ -126,7 +126,7 @@ from reasoner.config import load_config
 from reasoner.models import load_model
 cfg = load_config(None, ["model.name={tiny_model_dir}"])
 model, _ = load_model(cfg.model)
-proc = reference.ReferenceProcess(runtime.make_reference(model, cfg), cfg, "cpu")
+proc = reference.ReferenceProcess(runtime.make_reference(model, cfg.algo.beta), cfg.sampling.temperature)
 print(proc._proc.pid, flush=True)
 time.sleep(60)
 """

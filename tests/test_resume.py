@@ -111,21 +111,21 @@ def test_nan_gradient_skips_only_that_update(tiny_model_dir):
     from reasoner.models import load_model
     from reasoner.types import Rollout
     from reasoner.optim import Optimizer
-    from reasoner.update import UpdateBatch, ppo_update
+    from reasoner.update import UpdateBatch, UpdateParams, ppo_update
 
     cfg = load_config(None, [f"model.name={tiny_model_dir}", "sampling.max_new_tokens=3"])
     model, _ = load_model(cfg.model)
     opt = Optimizer(model, cfg.optim, 1, make=lambda ps: torch.optim.SGD(ps, lr=0.1))
     roll = _rollout(Rollout)
-    batch = UpdateBatch(roll, torch.tensor([1.0, -1.0]), None, None)
+    batch = UpdateBatch(roll, torch.tensor([1.0, -1.0]))
     p = model.get_input_embeddings().weight
     start = p.detach().clone()
     hook = p.register_hook(lambda g: g * float("nan"))
-    stats = ppo_update(model, opt, batch, cfg, torch.device("cpu"), torch.Generator())
+    stats = ppo_update(model, opt, batch, UpdateParams.of(cfg), torch.Generator())
     assert stats["update/skipped"] == 1
     torch.testing.assert_close(p.detach(), start, rtol=0, atol=0)
     hook.remove()
-    stats = ppo_update(model, opt, batch, cfg, torch.device("cpu"), torch.Generator())
+    stats = ppo_update(model, opt, batch, UpdateParams.of(cfg), torch.Generator())
     assert stats["update/skipped"] == 0 and not torch.equal(p.detach(), start)
 
 

@@ -72,7 +72,7 @@ def test_fresh_run_refuses_another_runs_checkpoints_unless_overwrite(tiny_model_
     out = tmp_path / "run"
     train(load_config(None, _args(tiny_model_dir, out, "run.steps=1", "run.log_samples_every=1")))
     assert checkpoint.list_checkpoints(out)
-    monkeypatch.setattr("reasoner.trainer.load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("reasoner.build.load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     with pytest.raises(ConfigError, match=r"holds another run's checkpoints .*--resume auto.*run\.overwrite=true"):
         train(load_config(None, _args(tiny_model_dir, out, "run.steps=1")))
     assert cli_main(["train", *_args(tiny_model_dir, out, "run.steps=1")]) == 2

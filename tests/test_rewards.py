@@ -84,17 +84,17 @@ def _toy_model_and_batch(tiny_model, truncated, adv):
                    completion_ids=torch.randint(3, 20, (N, T), generator=g),
                    completion_mask=torch.ones(N, T, dtype=torch.bool), logp=torch.zeros(N, T),
                    truncated=torch.tensor(truncated), texts=[""] * N)
-    return copy.deepcopy(tiny_model), UpdateBatch(roll, torch.tensor(adv), None, None)
+    return copy.deepcopy(tiny_model), UpdateBatch(roll, torch.tensor(adv))
 
 
 def _update(model, batch, overlong):
     from reasoner.optim import Optimizer
-    from reasoner.update import ppo_update
+    from reasoner.update import UpdateParams, ppo_update
 
     cfg = load_config(None, [f"algo.overlong={overlong}", "algo.beta=0", "algo.loss_agg=token_mean",
                              "optim.lr=0.01", "sampling.max_new_tokens=3"])
     opt = Optimizer(model, cfg.optim, 1, make=lambda ps: torch.optim.SGD(ps, lr=cfg.optim.lr))
-    ppo_update(model, opt, batch, cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
+    ppo_update(model, opt, batch, UpdateParams.of(cfg), torch.Generator().manual_seed(0))
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 

@@ -51,7 +51,7 @@ def test_cli_bad_key_fails_before_loading_a_model(capsys, monkeypatch):
 def test_beta_zero_loads_no_reference(run_args, tmp_path, monkeypatch):
     made = []
     real = runtime.make_reference
-    monkeypatch.setattr(runtime, "make_reference", lambda m, c: made.append(real(m, c)) or made[-1])
+    monkeypatch.setattr(runtime, "make_reference", lambda *a: made.append(real(*a)) or made[-1])
     summary = train(load_config(None, run_args("run.steps=1", "algo.beta=0")))
     assert made == [None]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -75,16 +75,18 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as e:  # DataError is a ValueError
         print(f"reasoner eval: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    from reasoner import threads
     from reasoner.models import load_model  # heavy imports only once the flags are known to be good
     from reasoner.precision import resolve as resolve_precision
-    from reasoner.runtime import make_sampler, pick_device
+    from reasoner.build import make_sampler
+    from reasoner.runtime import pick_device
 
     cfg = Config(model=ModelConfig(name=args.model, gguf_file=args.gguf_file, precision=args.precision), data=data_cfg,
                  sampling=SamplingConfig(backend=args.backend, max_new_tokens=args.max_new_tokens))
     device = pick_device(args.device)
     # vllm holds its own copy of the weights on the GPU: keep ours (tokenizer, weight source) on the CPU
     model, tokenizer = load_model(cfg.model, "cpu" if args.backend == "vllm" else device, kinds=args.synthetic_kinds)
-    prec = resolve_precision(args.precision, device, sum(p.numel() for p in model.parameters()))
+    prec = resolve_precision(args.precision, device, threads.n_params(model))
     model.to(prec.compute)
     sampler = make_sampler(model, tokenizer, cfg, device)
     run_suites(sampler, tokenizer, suites, data_cfg, protocol, args.out, model=args.model, loaded=loaded)

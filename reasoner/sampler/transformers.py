@@ -261,6 +261,4 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 
 def _clone(r: Rollout) -> Rollout:
-    f = lambda x: x.clone()  # noqa: E731  leave inference mode
-    return Rollout(f(r.prompt_ids), f(r.prompt_mask), f(r.completion_ids), f(r.completion_mask), f(r.logp),
-                   f(r.truncated), r.texts)
+    return r.map(torch.clone)  # tensors made in inference mode: copies that autograd may use

@@ -1,0 +1,152 @@
+"""The build step: the config becomes the run's parts, once (``build(cfg) -> Run``).
+
+Every config string is turned into an object here and nowhere else: the KL term (``reasoner.kl``),
+the advantage stage (a group estimator or the critic: the registry the name is in decides), the
+old-log-prob policy (reuse / recompute / recompute with TIS), the reference runner, the sampler,
+the evaluator. ``reasoner.trainer.train`` is the loop over them; the functions below it get the
+sections or values they read.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import torch
+
+import verifiers
+from benchmarks.run import TrainingEval
+from benchmarks.suites import load_suite, resolve_suite
+from reasoner import checkpoint, data, distributed, kl, lora, precision, runtime
+from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
+from reasoner.config import Config, ConfigError, save_config
+from reasoner.critic import Critic, CriticAdvantage, CriticParams
+from reasoner.data.overlap import warn_overlap
+from reasoner.dynamic import Collector
+from reasoner.models import load_model
+from reasoner.optim import Optimizer
+from reasoner.reference import OldLogp, make_runner
+from reasoner.run import Run, StopAtStep
+from reasoner.sampler import SamplingParams
+from reasoner.update import UpdateParams
+from verifiers.code import require_isolation
+
+
+def build(cfg: Config) -> Run:
+    """Steps 1-3 of ``train``: the run directory, the problems, the models and every part."""
+    device, dd, is_sharded = _setup(cfg)
+    out = Path(cfg.run.out_dir)
+    if dd.is_main:
+        checkpoint.prepare_run_dir(out, cfg.run.resume, cfg.run.overwrite)  # writable; not another run's; no stale tmp
+        save_config(cfg, out / "config.yaml")
+    stop = StopAtStep(active=dd.world == 1)  # before any fork: children leave SIGINT to this process
+    if not sys.stderr.isatty():
+        _quiet_progress_bars()  # a log file: no carriage-return bars from transformers and the hub
+    train_set, eval_set, suites = _problems(cfg)
+    isolation = _check_sandbox(train_set + eval_set, cfg.run.allow_weak_sandbox)
+
+    model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
+    model, prec = runtime.prepare_policy(model, cfg.model, cfg.run.threads, device, is_sharded)
+    ref = runtime.make_reference(model, cfg.algo.beta, is_sharded)  # before wrapping: FSDP2 shards in place
+    reference = make_runner(ref, cfg.run.reference_process, cfg.sampling.temperature, device)
+    advantage = _advantage_stage(model, cfg.algo, cfg.optim, cfg.sampling.group_size, dd.world)
+    policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
+    sampler = make_sampler(model, tok, cfg, device)
+    render = functools.partial(_render, tokenizer=tok, data_cfg=cfg.data)
+    stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed, dd.rank, dd.world)
+    a, s = cfg.algo, cfg.sampling
+    return Run(
+        r=cfg.run, out=out, dd=dd, device=device, sharded=is_sharded, model=model, policy=policy, tok=tok, prec=prec,
+        sampler=sampler, params=SamplingParams(s.group_size, s.temperature, s.top_p, s.max_new_tokens),
+        collect=Collector(stream, render, sampler, a, cfg.run.batch_size, cfg.run.steps,
+                          a.max_sampling_tries if a.dynamic_sampling else 0),
+        reference=reference, old_logp=_old_logp(model, cfg), advantage=advantage,
+        kl=kl.make(a.kl_in, a.beta, a.kl_estimator, a.kl_target, a.kl_horizon), update=UpdateParams.of(cfg),
+        opt=Optimizer(model, cfg.optim, cfg.run.steps, master=prec.master),  # AdamW + schedule, fp32 masters
+        evaluate=TrainingEval(sampler, (eval_set, [render(p) for p in eval_set]),
+                              {k: (v, data.render_all(v, tok, cfg.data)) for k, v in suites.items()}, s.max_new_tokens,
+                              cfg.run.eval_samples, s.temperature, s.top_p, cfg.run.seed),
+        log=distributed.metrics_log(out), isolation=isolation, n_eval=len(eval_set), stop=stop)
+
+
+def _setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo, bool]:
+    """Before any model is loaded: config checks, seeds, device, process group."""
+    is_sharded = runtime.sharded(cfg.run.parallel)
+    lora.check_config(cfg.model, cfg.sampling.backend)
+    distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
+    precision.check(cfg.model.precision, is_sharded)
+    runtime.seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights and adapters
+    device = distributed.local_device(runtime.pick_device(cfg.run.device))
+    return device, distributed.init(device), is_sharded
+
+
+def _render(problem, tokenizer, data_cfg) -> str:
+    return data.render(problem, tokenizer, data_cfg)
+
+
+def _problems(cfg: Config):
+    """(train set, held-out set, the run.eval_suites' problem lists); one-line errors before any
+    model loads: an empty training set, a row naming an unknown verifier."""
+    d = cfg.data
+    train_set = data.load_problems(d.train, d.train_split, d)
+    eval_set = data.load_problems(d.eval, d.eval_split, d)
+    eval_set = eval_set[: d.eval_size] if d.eval_size else eval_set
+    if not train_set:
+        skipped = " (every row was skipped as malformed)" if getattr(train_set, "skipped", 0) else ""
+        raise data.DataError(f"data.train={d.train!r} (split {d.train_split!r}): the training set is empty{skipped}")
+    suites = {spec: load_suite(resolve_suite(spec), d)
+              for spec in [x.strip() for x in cfg.run.eval_suites.split(",") if x.strip()]}
+    named = {f"run.eval_suites: {spec}": problems for spec, problems in suites.items()}
+    for key, problems in {f"data.train={d.train!r}": train_set, f"data.eval={d.eval!r}": eval_set, **named}.items():
+        try:
+            verifiers.check_names(problems)
+        except ValueError as e:
+            raise data.DataError(f"{key}: {e.args[0]} (for a run: run.plugins=mypkg.verifiers or ./my_verifiers.py)"
+                                 ) from None
+    warn_overlap(train_set, {d.eval: eval_set})
+    return train_set, eval_set, suites
+
+
+def _check_sandbox(problems, allow_weak: bool) -> str | None:
+    return require_isolation(allow_weak) if any(p.verifier == "code" for p in problems) else None
+
+
+def _advantage_stage(model, algo, optim, group_size: int, world: int):
+    """A group estimator's stage, or the critic's for a name in CRITIC_ESTIMATORS (gae)."""
+    if algo.advantage not in CRITIC_ESTIMATORS:
+        return GroupAdvantage(ADVANTAGES.get(algo.advantage), group_size)
+    if world > 1:
+        raise ConfigError(f"algo.advantage={algo.advantage} runs in one process only (the critic is not wrapped "
+                          "for DDP/FSDP)")
+    return CriticAdvantage(Critic(model, CriticParams.of(algo), optim))
+
+
+def _old_logp(model, cfg: Config) -> OldLogp:
+    """Reuse the sampler's log-probs when this very model sampled and one epoch of one minibatch
+    makes them equal to the current ones; recompute them otherwise (vLLM), with TIS when asked."""
+    exact = cfg.sampling.backend == "transformers"
+    reuse = exact and cfg.algo.ppo_epochs * cfg.algo.minibatches == 1
+    return OldLogp(model, cfg.sampling.temperature, not reuse, 0.0 if exact else cfg.sampling.vllm_tis_cap)
+
+
+def make_sampler(model, tokenizer, cfg: Config, device: torch.device):
+    """The sampler of ``sampling.backend``: transformers (this process), or a colocated vLLM engine."""
+    if cfg.sampling.backend == "vllm":
+        from reasoner.sampler.vllm import VLLMSampler
+
+        return VLLMSampler(model, tokenizer, cfg)
+    from reasoner.sampler.transformers import TransformersSampler
+
+    lockstep = runtime.sharded(cfg.run.parallel)  # sharded weights: the same calls on every rank
+    return TransformersSampler(model, tokenizer, device=device, lockstep=lockstep)
+
+
+def _quiet_progress_bars() -> None:
+    try:
+        import huggingface_hub.utils
+        import transformers.utils.logging
+
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
+    except (ImportError, AttributeError):
+        pass
