@@ -17,7 +17,7 @@ import torch
 import verifiers
 from benchmarks.run import TrainingEval
 from benchmarks.suites import load_suite, resolve_suite
-from reasoner import checkpoint, data, distributed, kl, lora, precision, runtime
+from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, runtime
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.config import Config, ConfigError, save_config
 from reasoner.critic import Critic, CriticAdvantage, CriticParams
@@ -48,10 +48,11 @@ def build(cfg: Config) -> Run:
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
     model, prec = runtime.prepare_policy(model, cfg.model, cfg.run.threads, device, is_sharded)
     ref = runtime.make_reference(model, cfg.algo.beta, is_sharded)  # before wrapping: FSDP2 shards in place
-    reference = make_runner(ref, cfg.run.reference_process, cfg.sampling.temperature, device)
-    advantage = _advantage_stage(model, cfg.algo, cfg.optim, cfg.sampling.group_size, dd.world)
+    eng = engine.get(cfg.run.engine)
+    reference = make_runner(ref, cfg.run.reference_process, cfg.sampling.temperature, device, eng)
+    advantage = _advantage_stage(model, cfg.algo, cfg.optim, cfg.sampling.group_size, dd.world, eng)
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
-    sampler = make_sampler(model, tok, cfg, device)
+    sampler = make_sampler(model, tok, cfg, device, eng.lean)
     render = functools.partial(_render, tokenizer=tok, data_cfg=cfg.data)
     stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed, dd.rank, dd.world)
     a, s = cfg.algo, cfg.sampling
@@ -60,7 +61,7 @@ def build(cfg: Config) -> Run:
         sampler=sampler, params=SamplingParams(s.group_size, s.temperature, s.top_p, s.max_new_tokens),
         collect=Collector(stream, render, sampler, a, cfg.run.batch_size, cfg.run.steps,
                           a.max_sampling_tries if a.dynamic_sampling else 0),
-        reference=reference, old_logp=_old_logp(model, cfg), advantage=advantage,
+        reference=reference, old_logp=_old_logp(model, cfg, eng), advantage=advantage, engine=eng,
         kl=kl.make(a.kl_in, a.beta, a.kl_estimator, a.kl_target, a.kl_horizon), update=UpdateParams.of(cfg),
         opt=Optimizer(model, cfg.optim, cfg.run.steps, master=prec.master),  # AdamW + schedule, fp32 masters
         evaluate=TrainingEval(sampler, (eval_set, [render(p) for p in eval_set]),
@@ -111,25 +112,25 @@ def _check_sandbox(problems, allow_weak: bool) -> str | None:
     return require_isolation(allow_weak) if any(p.verifier == "code" for p in problems) else None
 
 
-def _advantage_stage(model, algo, optim, group_size: int, world: int):
+def _advantage_stage(model, algo, optim, group_size: int, world: int, eng: engine.Engine):
     """A group estimator's stage, or the critic's for a name in CRITIC_ESTIMATORS (gae)."""
     if algo.advantage not in CRITIC_ESTIMATORS:
         return GroupAdvantage(ADVANTAGES.get(algo.advantage), group_size)
     if world > 1:
         raise ConfigError(f"algo.advantage={algo.advantage} runs in one process only (the critic is not wrapped "
                           "for DDP/FSDP)")
-    return CriticAdvantage(Critic(model, CriticParams.of(algo), optim))
+    return CriticAdvantage(Critic(model, CriticParams.of(algo), optim, eng))
 
 
-def _old_logp(model, cfg: Config) -> OldLogp:
+def _old_logp(model, cfg: Config, eng: engine.Engine) -> OldLogp:
     """Reuse the sampler's log-probs when this very model sampled and one epoch of one minibatch
     makes them equal to the current ones; recompute them otherwise (vLLM), with TIS when asked."""
     exact = cfg.sampling.backend == "transformers"
     reuse = exact and cfg.algo.ppo_epochs * cfg.algo.minibatches == 1
-    return OldLogp(model, cfg.sampling.temperature, not reuse, 0.0 if exact else cfg.sampling.vllm_tis_cap)
+    return OldLogp(model, cfg.sampling.temperature, not reuse, 0.0 if exact else cfg.sampling.vllm_tis_cap, eng)
 
 
-def make_sampler(model, tokenizer, cfg: Config, device: torch.device):
+def make_sampler(model, tokenizer, cfg: Config, device: torch.device, lean: bool = True):
     """The sampler of ``sampling.backend``: transformers (this process), or a colocated vLLM engine."""
     if cfg.sampling.backend == "vllm":
         from reasoner.sampler.vllm import VLLMSampler
@@ -138,7 +139,7 @@ def make_sampler(model, tokenizer, cfg: Config, device: torch.device):
     from reasoner.sampler.transformers import TransformersSampler
 
     lockstep = runtime.sharded(cfg.run.parallel)  # sharded weights: the same calls on every rank
-    return TransformersSampler(model, tokenizer, device=device, lockstep=lockstep)
+    return TransformersSampler(model, tokenizer, device=device, lockstep=lockstep, lean=lean)
 
 
 def _quiet_progress_bars() -> None:

@@ -117,6 +117,7 @@ class RunConfig:
     log_samples_every: int = 25
     threads: int = 0  # torch threads; 0 = auto (1 for models under 5M parameters, else torch's default)
     reference_process: str = "auto"  # process: the KL reference runs in a forked CPU child | inline | auto (reasoner.reference)
+    engine: str = "fast"  # fast | plain: how log-probs and hidden states are computed (reasoner.engine)
     device: str = "auto"  # auto | cpu | cuda
     parallel: str = "ddp"  # under torchrun: ddp (replicated weights) | fsdp (FSDP2, sharded weights)
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
@@ -176,6 +177,7 @@ CHOICES: dict[str, Any] = {
     "run.device": ("auto", "cpu", "cuda"),
     "run.parallel": ("ddp", "fsdp"),
     "run.reference_process": ("auto", "process", "inline"),
+    "run.engine": _registry_names("reasoner.engine", "ENGINES"),
 }
 POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
             "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from reasoner.advantages import Advantages, gae
 from reasoner.config import OptimConfig
 from reasoner.kl import RewardKL
-from reasoner.logprobs import hidden_states
+from reasoner.engine import FAST, Engine
 from reasoner.losses import kl_penalized_rewards, value_loss
 from reasoner.models import fast
 from reasoner.optim import Optimizer
@@ -79,9 +79,10 @@ def explained_variance(pred: Tensor, target: Tensor, mask: Tensor) -> float:
 class Critic(nn.Module):
     """V(s_t) for every completion token: the value of the state before token t is generated."""
 
-    def __init__(self, policy: nn.Module, params: CriticParams = CriticParams(), optim: OptimConfig = OptimConfig()):
+    def __init__(self, policy: nn.Module, params: CriticParams = CriticParams(), optim: OptimConfig = OptimConfig(),
+                 engine: Engine = FAST):
         super().__init__()
-        self.params = params
+        self.params, self.engine = params, engine
         self.backbone = copy.deepcopy(_backbone(policy))
         self.backbone.requires_grad_(True)
         self.head = nn.Linear(_hidden_size(self.backbone), 1)
@@ -99,12 +100,11 @@ class Critic(nn.Module):
     def forward(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                 completion_mask: Tensor) -> Tensor:
         """Values [N, T]: position t reads the hidden state that predicts completion token t
-        (as in ``reasoner.logprobs.completion_logp``); 0 off the completion mask."""
+        (as in ``Engine.logp``); 0 off the completion mask."""
         d = self.device
         prompt_ids, prompt_mask = prompt_ids.to(d), prompt_mask.to(d)
         completion_ids, completion_mask = completion_ids.to(d), completion_mask.to(d)
-        h = hidden_states(self.backbone, fast.supports(self.backbone), prompt_ids, prompt_mask, completion_ids,
-                          completion_mask)
+        h = self.engine.hidden(self.backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
         return self.head(h.float()).squeeze(-1) * completion_mask
 
     def values(self, roll: Rollout) -> Tensor:

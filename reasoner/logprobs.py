@@ -104,7 +104,7 @@ def _logp_rows(model, parts, lean: bool, prompt_ids, prompt_mask, completion_ids
                with_entropy, entropy_grad=False):
     """completion_logp on one batch of rows; parts = split_head(model), lean = models.fast runs the backbone."""
     if parts is None:
-        return _full_forward(model, torch.cat([prompt_ids, completion_ids], 1),
+        return full_forward_logp(model, torch.cat([prompt_ids, completion_ids], 1),
                              torch.cat([prompt_mask, completion_mask], 1), completion_ids, completion_mask, temperature,
                              with_entropy, entropy_grad)
     backbone, head = parts
@@ -327,8 +327,9 @@ def _scatter(values: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     return out.masked_scatter(sel, values)
 
 
-def _full_forward(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy, entropy_grad=False):
-    """The plain path: the model's own logits on the last T+1 positions."""
+def full_forward_logp(model, ids, mask, completion_ids, completion_mask, temperature, with_entropy,
+                      entropy_grad=False):
+    """The plain path (``reasoner.engine.PlainEngine``): the model's own logits on the last T+1 positions."""
     T = completion_ids.shape[1]
     out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=False,
                 logits_to_keep=T + 1)

@@ -30,7 +30,7 @@ import torch
 
 from reasoner import distributed, threads
 from reasoner.config import ConfigError
-from reasoner.logprobs import completion_logp
+from reasoner.engine import FAST, Engine
 from reasoner.sampler.vllm import tis_weights
 from reasoner.types import Rollout
 
@@ -40,11 +40,11 @@ def rollout_inputs(roll: Rollout) -> tuple[torch.Tensor, ...]:
     return roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask
 
 
-def logp_of(model, inputs: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+def logp_of(model, inputs: tuple[torch.Tensor, ...], temperature: float, engine: Engine = FAST) -> torch.Tensor:
     """Detached float32 log-probs [N, T] of the completions in ``inputs`` (``rollout_inputs``)
     under ``model``'s distribution divided by the sampling ``temperature``."""
-    with torch.no_grad(), threads.for_rows(model, int(inputs[3].sum())):
-        return completion_logp(model, *inputs, temperature)[0].float()
+    with torch.no_grad(), engine.sized(model, int(inputs[3].sum())):
+        return engine.logp(model, *inputs, temperature)[0].float()
 
 
 class OldLogp:
@@ -56,13 +56,14 @@ class OldLogp:
     recompute with truncated importance sampling weights capped at ``tis_cap`` (Yao et al. 2025).
     """
 
-    def __init__(self, model, temperature: float, recompute: bool, tis_cap: float = 0.0):
+    def __init__(self, model, temperature: float, recompute: bool, tis_cap: float = 0.0, engine: Engine = FAST):
         self.model, self.temperature, self.recompute, self.tis_cap = model, temperature, recompute, tis_cap
+        self.engine = engine
 
     def __call__(self, roll: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.recompute:
             return None, None
-        old = logp_of(self.model, rollout_inputs(roll), self.temperature)
+        old = logp_of(self.model, rollout_inputs(roll), self.temperature, self.engine)
         tis = tis_weights(old, roll.logp, roll.completion_mask, self.tis_cap) if self.tis_cap > 0 else None
         return old, tis
 
@@ -95,11 +96,11 @@ class NoReference:
 class InlineReference:
     """Computes the reference log-probs in this process, inside ``start``."""
 
-    def __init__(self, model, temperature: float):
-        self.model, self.temperature = model, temperature
+    def __init__(self, model, temperature: float, engine: Engine = FAST):
+        self.model, self.temperature, self.engine = model, temperature, engine
 
     def start(self, roll: Rollout) -> Pending:
-        value = logp_of(self.model, rollout_inputs(roll), self.temperature)
+        value = logp_of(self.model, rollout_inputs(roll), self.temperature, self.engine)
         return Pending(lambda: value)
 
     def close(self) -> None:
@@ -109,10 +110,10 @@ class InlineReference:
 class ReferenceProcess:
     """Computes the reference log-probs in a forked child; ``start`` only sends the token ids."""
 
-    def __init__(self, model, temperature: float):
+    def __init__(self, model, temperature: float, engine: Engine = FAST):
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(model, temperature, child, self._conn, os.getpid()),
+        self._proc = ctx.Process(target=_serve, args=(model, temperature, engine, child, self._conn, os.getpid()),
                                  name="reasoner-reference", daemon=True)
         self._proc.start()
         child.close()
@@ -154,7 +155,7 @@ class ReferenceProcess:
             self._proc.kill()
 
 
-def _serve(model, temperature: float, conn, parent_end, parent: int) -> None:
+def _serve(model, temperature: float, engine: Engine, conn, parent_end, parent: int) -> None:
     """Child main loop: (seq, token ids) in, (seq, "ok", log-probs) or (seq, "error", traceback) out,
     until None or EOF."""
     parent_end.close()  # forked copy of the parent's end: keeping it would hide the parent's EOF
@@ -172,13 +173,13 @@ def _serve(model, temperature: float, conn, parent_end, parent: int) -> None:
             return
         seq, arrays = request
         try:
-            out = (seq, "ok", logp_of(model, tuple(torch.from_numpy(a) for a in arrays), temperature).numpy())
+            out = (seq, "ok", logp_of(model, tuple(torch.from_numpy(a) for a in arrays), temperature, engine).numpy())
         except Exception:  # noqa: BLE001 - reported to the parent, which raises it
             out = (seq, "error", traceback.format_exc())
         conn.send(out)
 
 
-def make_runner(ref, choice: str, temperature: float, device):
+def make_runner(ref, choice: str, temperature: float, device, engine: Engine = FAST):
     """The run's reference runner for ``ref`` (``run.reference_process``: auto | process | inline):
     NoReference without one, else InlineReference or ReferenceProcess."""
     if ref is None:
@@ -190,4 +191,4 @@ def make_runner(ref, choice: str, temperature: float, device):
     if choice == "auto":
         small = isinstance(ref, torch.nn.Module) and threads.n_params(ref) < threads.SMALL_MODEL_PARAMS
         choice = "process" if forkable and small and threads.usable_cores() > 1 else "inline"
-    return (ReferenceProcess if choice == "process" else InlineReference)(ref, temperature)
+    return (ReferenceProcess if choice == "process" else InlineReference)(ref, temperature, engine)

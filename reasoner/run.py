@@ -46,6 +46,7 @@ class Run:
     kl: Any  # kl.NoKL / KLInLoss / KLInReward
     advantage: Any  # advantages.GroupAdvantage / critic.CriticAdvantage
     update: UpdateParams
+    engine: Any  # engine.Engine: log-probs for the update (reasoner.engine)
     opt: Optimizer
     evaluate: Callable[[int], dict[str, float]]  # held-out (and suite) metrics at a step
     log: Any  # metrics.MetricsLog (or its no-op twin on other ranks)

@@ -36,7 +36,7 @@ def train(cfg: Config) -> dict:
         with t("update"):  # (f), plus the KL when it sits in the loss
             loss_ref, beta = run.kl.for_loss(ref)
             upd = ppo_update(run.policy, run.opt, UpdateBatch(batch.roll, adv.adv, old, loss_ref, beta, tis),
-                             run.update, seeds.shuffle(run.r.seed, step))
+                             run.update, seeds.shuffle(run.r.seed, step), run.engine)
             upd.update(run.advantage.update(batch.roll, adv))  # the critic's own update, if any
             run.kl.adapt(upd)
             run.opt.schedule_step()

@@ -7,8 +7,8 @@ from typing import Callable
 
 import torch
 
-from reasoner import distributed, threads
-from reasoner.logprobs import completion_logp
+from reasoner import distributed
+from reasoner.engine import FAST, Engine
 from reasoner.losses import LossParams, policy_loss
 from reasoner.optim import Optimizer
 from reasoner.rewards import overlong_loss_mask
@@ -75,7 +75,7 @@ def _micro_weight(mask: torch.Tensor, mb_mask: torch.Tensor, loss_agg: str) -> f
 
 
 def ppo_update(model, optimizer: Optimizer, batch: UpdateBatch, p: UpdateParams,
-               generator: torch.Generator) -> dict[str, float]:
+               generator: torch.Generator, engine: Engine = FAST) -> dict[str, float]:
     """Run ``p.epochs`` passes over ``p.minibatches`` shuffled minibatches.
 
     Returns the mean of each loss statistic and the last gradient norm. A non-finite
@@ -98,9 +98,9 @@ def ppo_update(model, optimizer: Optimizer, batch: UpdateBatch, p: UpdateParams,
             micros = mb.split(math.ceil(len(mb) / p.grad_accum))
             for i, micro in enumerate(micros):
                 pids, pmask, cids, cmask, adv, old, w = _rows(batch, micro)
-                with distributed.no_sync(model, last=i == len(micros) - 1), threads.for_rows(model, int(cmask.sum())):
-                    logp, ent = completion_logp(model, pids, pmask, cids, cmask, p.temperature,
-                                                with_entropy=True, entropy_grad=p.loss.entropy_coef > 0)
+                with distributed.no_sync(model, last=i == len(micros) - 1), engine.sized(model, int(cmask.sum())):
+                    logp, ent = engine.logp(model, pids, pmask, cids, cmask, p.temperature,
+                                            with_entropy=True, entropy_grad=p.loss.entropy_coef > 0)
                     logp = logp.float()
                     ref = _pick(batch.ref_logp(), micro, cmask.shape[1])
                     lmask = _loss_mask(batch, micro, cmask, p.mask_truncated)

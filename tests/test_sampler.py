@@ -118,7 +118,7 @@ def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, ke
     ids, mask = torch.cat(args[::2], 1), torch.cat(args[1::2], 1)
     m = roll.completion_mask
     ours = _logp_and_grads(model, lambda: lp.completion_logp(model, *args, 0.8, with_entropy=True), m)
-    plain = _logp_and_grads(model, lambda: lp._full_forward(model, ids, mask, roll.completion_ids, m, 0.8, True), m)
+    plain = _logp_and_grads(model, lambda: lp.full_forward_logp(model, ids, mask, roll.completion_ids, m, 0.8, True), m)
     _assert_same_logp_and_grads(ours, plain)
 
 
@@ -133,7 +133,7 @@ def test_two_forwards_before_one_backward_keep_their_own_softmax(model_tok):
     ids, mask, m = torch.cat(args[::2], 1), torch.cat(args[1::2], 1), roll.completion_mask
     twice = lambda f: tuple(a + b for a, b in zip(f(), f()))  # noqa: E731  both graphs alive, one backward
     ours = _logp_and_grads(model, lambda: twice(lambda: lp.completion_logp(model, *args, 0.8, with_entropy=True)), m)
-    plain = _logp_and_grads(model, lambda: twice(lambda: lp._full_forward(model, ids, mask, roll.completion_ids, m,
+    plain = _logp_and_grads(model, lambda: twice(lambda: lp.full_forward_logp(model, ids, mask, roll.completion_ids, m,
                                                                           0.8, True)), m)
     _assert_same_logp_and_grads(ours, plain)
     assert not lp._SOFTMAX_SPACE.busy  # released by the backward

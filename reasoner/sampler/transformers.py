@@ -81,14 +81,17 @@ class TransformersSampler:
     new tokens: 21.1 ms per group batch dropping rows at every step, 16.6 ms at half.
     lockstep: decode all max_new_tokens steps with every row, never leaving early, so that
     every rank makes the same forward calls (FSDP's parameter all-gathers need that).
+    lean: decode through ``models.fast`` where it supports the model (``run.engine=fast``);
+    False: the transformers forward (``run.engine=plain``).
     """
 
     def __init__(self, model, tokenizer, device: str | torch.device = "cpu", prompt_batch: int = 64,
-                 compact: float | None = None, lockstep: bool = False):
+                 compact: float | None = None, lockstep: bool = False, lean: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.device = torch.device(device)
         self.prompt_batch = prompt_batch  # prompts per forward batch (N = prompt_batch * n rows)
         self.compact, self.lockstep = (0.0, True) if lockstep else (compact, False)
+        self.lean = lean
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
@@ -112,7 +115,7 @@ class TransformersSampler:
         was_training = self.model.training
         self.model.eval()
         try:
-            lean = _lean(self.model)
+            lean = _lean(self.model) if self.lean else None
             with threads.for_rows(self.model, len(prompts) * params.n):  # a decode step's rows
                 logits, cache = self._forward(lean, ids, pmask, positions(pmask), None)
                 toks, logps, lengths, done = self._decode(lean, cache, logits, pmask, params, gen)
