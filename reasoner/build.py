@@ -28,6 +28,7 @@ from reasoner.optim import Optimizer
 from reasoner.reference import OldLogp, make_runner
 from reasoner.run import Run, StopAtStep
 from reasoner.sampler import SamplingParams
+from reasoner.sampler.transformers import TransformersSampler
 from reasoner.update import UpdateParams
 from verifiers.code import require_isolation
 
@@ -136,8 +137,6 @@ def make_sampler(model, tokenizer, cfg: Config, device: torch.device, lean: bool
         from reasoner.sampler.vllm import VLLMSampler
 
         return VLLMSampler(model, tokenizer, cfg)
-    from reasoner.sampler.transformers import TransformersSampler
-
     lockstep = runtime.sharded(cfg.run.parallel)  # sharded weights: the same calls on every rank
     return TransformersSampler(model, tokenizer, device=device, lockstep=lockstep, lean=lean)
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM
 
-from reasoner import distributed
+from reasoner import distributed, lora
+from reasoner.config import ConfigError
 
 STATE = "trainer_state.pt"
 
@@ -84,8 +86,6 @@ def save_final(path: Path, model, tokenizer, weights: dict | None = None) -> Non
     """The trained model, loadable by ``from_pretrained``: a LoRA policy is saved merged (its
     adapter in ``path/adapter``; this ends the adapter). ``weights``: a state dict to save instead
     of the module's (the float32 masters of a bf16-mixed run). Under torchrun: collective, rank 0 writes."""
-    from reasoner import lora
-
     unwrapped = getattr(model, "module", model)
     full = distributed.fsdp_full_state_dict(unwrapped) if _is_sharded(unwrapped) else weights
     if distributed.is_main():
@@ -103,13 +103,9 @@ def _is_sharded(model) -> bool:
 
 def load_weights(model, ckpt: Path, dtype: torch.dtype, device) -> None:
     """Load a checkpoint's weights into ``model`` in place (the adapter only for a LoRA policy)."""
-    from reasoner import lora
-
     if lora.is_peft(model):
         lora.load_adapter(model, ckpt)
         return
-    from transformers import AutoModelForCausalLM
-
     weights = AutoModelForCausalLM.from_pretrained(ckpt, dtype=dtype).to(device).state_dict()
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected:
@@ -160,8 +156,6 @@ def clean_stale(run_dir: Path) -> list[Path]:
 def prepare_run_dir(run_dir: Path, resume: str, overwrite: bool) -> None:
     """Before anything is written: the directory must be writable, and a fresh run (``resume=none``)
     refuses one that holds another run's checkpoints unless ``overwrite`` (they are then removed)."""
-    from reasoner.config import ConfigError
-
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from reasoner.config import CHOICES, ConfigError
+from reasoner.threads import SMALL_MODEL_PARAMS
 
 PRECISIONS = CHOICES["model.precision"]
 
@@ -61,8 +62,6 @@ def check(name: str, sharded: bool) -> None:
 
 def resolve(name: str, device: torch.device, n_params: int, sharded: bool = False) -> Precision:
     """The run's Precision: ``name`` is a ``model.precision`` choice (see the module docstring)."""
-    from reasoner.threads import SMALL_MODEL_PARAMS
-
     check(name, sharded)
     if name == "auto":
         name = "bf16-mixed" if bf16_fast(device) and n_params >= SMALL_MODEL_PARAMS and not sharded else "fp32"

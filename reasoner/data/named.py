@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from reasoner.data.synthetic import make_problems
 from reasoner.registry import Registry
 from reasoner.types import Problem
 
@@ -52,8 +53,6 @@ def _add(ns: NamedSet) -> None:
 
 
 def _synthetic(split: str, cfg: Any) -> list[Problem]:
-    from reasoner.data.synthetic import make_problems
-
     n = cfg.synthetic_size if split == "train" else max(cfg.eval_size, 256)
     return make_problems(split, n=n, seed=cfg.seed, kinds=cfg.synthetic_kinds, style=cfg.synthetic_style)
 
