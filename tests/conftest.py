@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 import reasoner  # noqa: F401  (imported before torch: sets OMP_WAIT_POLICY)
 import verifiers
-
-# the real benchmark files (see shared/data/SOURCES.md): $REASONER_DATA_DIR, else ../shared/data beside the checkout
-SHARED_DATA = Path(os.environ.get("REASONER_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from _paths import SHARED_DATA  # $REASONER_DATA_DIR, else ../shared/data beside the checkout
 
 
 @pytest.fixture(scope="session")

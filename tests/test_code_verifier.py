@@ -1,9 +1,7 @@
 """verifiers.code: formats, extraction, verdicts, and the real HumanEval / MBPP references."""
 import gc
 import json
-import os
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +9,8 @@ import verifiers
 from reasoner.types import Problem
 from verifiers.code import batch, check, extract, require_isolation
 
-# the real benchmark files: $REASONER_DATA_DIR, else ../shared/data next to the repository
-DATA = Path(os.environ.get("REASONER_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from _paths import SHARED_DATA as DATA  # the real benchmark files: $REASONER_DATA_DIR, else ../shared/data
+
 CALLS = {"format": "calls", "entry_point": "add", "cases": [
     {"args": [1, 2], "kwargs": {}, "expected": 3}, {"args": [[1], [2]], "kwargs": {}, "expected": [1, 2]}]}
 

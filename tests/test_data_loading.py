@@ -14,7 +14,7 @@ from reasoner.data import DATASETS, DataError, load_problems, render
 from reasoner.data.overlap import find_overlap, warn_overlap
 from reasoner.types import Problem
 
-from conftest import SHARED_DATA as SHARED  # noqa: E402
+from _paths import SHARED_DATA as SHARED
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"benchmark copies not found in {SHARED}")
 
 

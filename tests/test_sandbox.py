@@ -1,11 +1,14 @@
 """The process sandbox itself (real bubblewrap, real cgroups when writable)."""
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from verifiers import sandbox
 from verifiers.sandbox import cgroups
+
+ROOT = Path(__file__).resolve().parents[1]  # the project checkout
 
 
 def test_runs_program_and_feeds_stdin():
@@ -33,11 +36,17 @@ def test_environment_is_clean():
     assert b"SBX_LEAK" not in r.stdout and r.returncode == 0
 
 
-def test_strong_isolation_hides_project_and_network():
+def test_strong_isolation_hides_project_and_network(tmp_path):
     if sandbox.isolation_report()["level"] != "strong":
         pytest.skip("bubblewrap unavailable: " + sandbox.isolation_report().get("why_weak", ""))
-    src = "import os, socket; print(os.path.exists('/work'), os.path.exists('/root/.ssh'), os.getuid(), len(socket.if_nameindex()))"
-    assert sandbox.run_python(src).stdout.split() == [b"False", b"False", b"65534", b"1"]
+    canary = tmp_path / "canary.txt"  # a host file outside the checkout
+    canary.write_text("host secret")
+    hidden = [canary, ROOT / "pyproject.toml", Path(__file__).resolve()]  # and the checkout, wherever it lives
+    hidden += [p for p in [Path.home() / ".ssh"] if p.exists()]  # the host user's keys, where there are any
+    assert all(p.exists() for p in hidden)
+    src = (f"import os, socket; print(*[os.path.exists(p) for p in {[str(p) for p in hidden]!r}],"
+           " os.getuid(), len(socket.if_nameindex()))")
+    assert sandbox.run_python(src).stdout.split() == [b"False"] * len(hidden) + [b"65534", b"1"]
 
 
 def test_cgroup_limits_processes_and_is_removed():

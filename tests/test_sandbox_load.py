@@ -5,11 +5,9 @@ are killed in a ``finally``. The real HumanEval / MBPP files come from ``$REASON
 (default: ``../shared/data`` next to the repository); without them those tests skip.
 """
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +16,7 @@ from verifiers import sandbox
 from verifiers.code import batch, check
 from verifiers.sandbox import cgroups
 
-DATA = Path(os.environ.get("REASONER_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from _paths import SHARED_DATA as DATA
 
 
 @pytest.fixture
