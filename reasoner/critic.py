@@ -79,9 +79,10 @@ def explained_variance(pred: Tensor, target: Tensor, mask: Tensor) -> float:
 class Critic(nn.Module):
     """V(s_t) for every completion token: the value of the state before token t is generated."""
 
-    def __init__(self, policy: nn.Module, params: CriticParams = CriticParams(), optim: OptimConfig = OptimConfig(),
+    def __init__(self, policy: nn.Module, params: CriticParams = CriticParams(), optim: OptimConfig | None = None,
                  engine: Engine = FAST):
         super().__init__()
+        optim = optim or OptimConfig()
         self.params, self.engine = params, engine
         self.backbone = copy.deepcopy(_backbone(policy))
         self.backbone.requires_grad_(True)
