@@ -1,6 +1,6 @@
 """Benchmark evaluation: unbiased estimators, named suites, the full protocol.
 
-    from benchmarks import pass_at_k, maj_at_k, avg_at_n, evaluate, run_suites
+    from reasoner.benchmarks import pass_at_k, maj_at_k, avg_at_n, evaluate, run_suites
 
 The estimators import nothing heavy; ``evaluate``/``run_suites`` (torch, verifiers) load on
 first use.
@@ -21,4 +21,4 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'benchmarks' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

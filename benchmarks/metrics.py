@@ -54,7 +54,7 @@ def string_equivalent(a: str, b: str) -> bool:
 def default_equivalent() -> Equivalent:
     """``verifiers.math.equivalent`` when it is installed, else exact (stripped) string equality."""
     try:
-        from verifiers.math import equivalent
+        from reasoner.verifiers.math import equivalent
     except ImportError:
         return string_equivalent
     return equivalent

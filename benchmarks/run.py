@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import verifiers
+from reasoner import verifiers
 from reasoner import seeds
 from reasoner.sampler import SamplingParams
 from reasoner.types import Problem

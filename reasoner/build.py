@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-import verifiers
-from benchmarks.run import TrainingEval
-from benchmarks.suites import load_suite, resolve_suite
+from reasoner import verifiers
+from reasoner.benchmarks.run import TrainingEval
+from reasoner.benchmarks.suites import load_suite, resolve_suite
 from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, runtime
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.config import Config, ConfigError, save_config
@@ -30,7 +30,7 @@ from reasoner.run import Run, StopAtStep
 from reasoner.sampler import SamplingParams
 from reasoner.sampler.transformers import TransformersSampler
 from reasoner.update import UpdateParams
-from verifiers.code import require_isolation
+from reasoner.verifiers.code import require_isolation
 
 
 def build(cfg: Config) -> Run:

@@ -322,8 +322,7 @@ def load_plugins(spec: str, key: str = "run.plugins") -> list[str]:
     a plugin that cannot be imported is a ConfigError naming ``key``."""
     if not spec or not spec.strip():
         return []
-    import verifiers
-
+    from reasoner import verifiers
     try:
         return verifiers.load_plugins(spec)
     except ValueError as e:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-import verifiers
+from reasoner import verifiers
 from reasoner import rewards as R
 from reasoner import seeds
 from reasoner.types import Problem, Rollout, cat_rollouts

@@ -81,10 +81,10 @@ def format_reward(completion: str, problem) -> float:
     if getattr(problem, "source", "") == "synthetic":
         return float(_BARE.fullmatch(text) is not None)
     if getattr(problem, "verifier", "math") == "code":
-        from verifiers.code.extract import fenced_blocks
+        from reasoner.verifiers.code.extract import fenced_blocks
 
         return float(bool(fenced_blocks(completion)))
-    from verifiers.math.extract import extract_answer
+    from reasoner.verifiers.math.extract import extract_answer
 
     return float(extract_answer(completion, fallback="none") is not None)
 

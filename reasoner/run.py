@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-import verifiers
+from reasoner import verifiers
 from reasoner import checkpoint, distributed, seeds
 from reasoner.advantages import frac_zero_std_groups
 from reasoner.config import ConfigError, RunConfig

@@ -33,7 +33,7 @@ def heldout(model, tok, cfg) -> float:
     """Greedy accuracy of ``model`` on cfg's held-out problems, scored as reasoner's trainer scores them."""
     from reasoner import data
     from reasoner.sampler.transformers import TransformersSampler
-    from benchmarks import TrainingEval
+    from reasoner.benchmarks import TrainingEval
 
     problems = data.load_problems(cfg.data.eval, cfg.data.eval_split, cfg.data)
     problems = problems[:cfg.data.eval_size] if cfg.data.eval_size else problems

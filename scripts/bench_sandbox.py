@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reasoner.types import Problem  # noqa: E402
-from verifiers import code, sandbox  # noqa: E402
-from verifiers.code import check  # noqa: E402
+from reasoner.verifiers import code, sandbox  # noqa: E402
+from reasoner.verifiers.code import check  # noqa: E402
 
 DATA = Path(os.environ.get("REASONER_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 HE = DATA / "humaneval" / "HumanEval.jsonl"

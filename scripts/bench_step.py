@@ -190,7 +190,7 @@ def build_trl(case: str, steps: int, threads: int, overrides: list[str], bf16: b
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    import verifiers
+    from reasoner import verifiers
     from reasoner.models import prepare_tokenizer
 
     torch.set_num_threads(threads)

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from verifiers.math import check, shutdown  # noqa: E402
-from verifiers.math.baselines import math_verify_plain, math_verify_wrapped, run_safely  # noqa: E402
-from verifiers.math.pool import get_pool  # noqa: E402
+from reasoner.verifiers.math import check, shutdown  # noqa: E402
+from reasoner.verifiers.math.baselines import math_verify_plain, math_verify_wrapped, run_safely  # noqa: E402
+from reasoner.verifiers.math.pool import get_pool  # noqa: E402
 
 ADVERSARIAL = [
     ("\\boxed{2^{2^{2^{2^{2^{100}}}}}}", "5"), ("\\boxed{(10^{10^{10}})!}", "5"), ("\\boxed{100000!!}", "3"),

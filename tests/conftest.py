@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import reasoner  # noqa: F401  (imported before torch: sets OMP_WAIT_POLICY)
-import verifiers
+from reasoner import verifiers
 from _paths import SHARED_DATA  # $REASONER_DATA_DIR, else ../shared/data beside the checkout
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from benchmarks.metrics import (answer_classes, avg_at_n, default_k_list, maj_at_k, mean_std, pass_at_k,
+from reasoner.benchmarks.metrics import (answer_classes, avg_at_n, default_k_list, maj_at_k, mean_std, pass_at_k,
                                 string_equivalent)
 
 

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-import verifiers
+from reasoner import verifiers
 from reasoner.types import Problem
-from verifiers.code import batch, check, extract, require_isolation
+from reasoner.verifiers.code import batch, check, extract, require_isolation
 
 from _paths import SHARED_DATA as DATA  # the real benchmark files: $REASONER_DATA_DIR, else ../shared/data
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from benchmarks import Protocol, evaluate, maj_at_k, pass_at_k, run_suites
-from benchmarks.metrics import string_equivalent
+from reasoner.benchmarks import Protocol, evaluate, maj_at_k, pass_at_k, run_suites
+from reasoner.benchmarks.metrics import string_equivalent
 from reasoner.config import DataConfig
 from reasoner.sampler import SamplingParams
 from reasoner.types import Problem, Rollout
@@ -131,7 +131,7 @@ def test_reasoner_eval_end_to_end_on_tiny_model(tmp_path, capsys, tiny_model_dir
 
 
 def test_suite_metrics_for_the_trainer(tmp_path):
-    from benchmarks import TrainingEval, suite_sets
+    from reasoner.benchmarks import TrainingEval, suite_sets
     from reasoner.config import DataConfig
 
     f = tmp_path / "toy.jsonl"

@@ -1,7 +1,7 @@
 """Issue 17's failure categories, one table each: (gold, prediction, expected), Math-Verify style."""
 import pytest
 
-from verifiers.math import check
+from reasoner.verifiers.math import check
 
 T, F = True, False
 CATEGORIES = {

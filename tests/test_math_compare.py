@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from verifiers.math import check, check_batch, equivalent
+from reasoner.verifiers.math import check, check_batch, equivalent
 
 CASES = Path(__file__).parent / "data" / "math_cases.jsonl"
 ROWS = [json.loads(line) for line in CASES.open(encoding="utf-8") if line.strip()]

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from verifiers.math import check
-from verifiers.math.normalize import normalize
-from verifiers.math.pool import WorkerPool, get_pool
+from reasoner.verifiers.math import check
+from reasoner.verifiers.math.normalize import normalize
+from reasoner.verifiers.math.pool import WorkerPool, get_pool
 
 LIMIT = 0.8
 MARGIN = 0.1 * LIMIT + 0.25  # 10 % of the limit, plus scheduling noise on a shared 2-core machine

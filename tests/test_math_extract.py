@@ -1,7 +1,7 @@
 """Extraction only: what answer is pulled out of a response or a gold field (no comparison)."""
 import pytest
 
-from verifiers.math import extract_answer, extract_gold
+from reasoner.verifiers.math import extract_answer, extract_gold
 
 
 @pytest.mark.parametrize("response, expected", [

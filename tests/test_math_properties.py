@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from hypothesis import given, settings, strategies as st
 
-from verifiers.math import check
+from reasoner.verifiers.math import check
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True)
 SLOW = settings(max_examples=15, deadline=None, derandomize=True)  # cases that go to sympy workers

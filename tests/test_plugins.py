@@ -8,13 +8,12 @@ import textwrap
 
 import pytest
 
-import verifiers
+from reasoner import verifiers
 from reasoner.cli import main as cli_main
 from reasoner.config import ConfigError, load_config
 
 PLUGIN = textwrap.dedent('''
-    import verifiers
-
+    from reasoner import verifiers
     @verifiers.register("{name}")
     def _picky(completion, problem):
         if any(c in completion for c in "56789"):

@@ -102,8 +102,7 @@ def test_stale_temporary_and_half_deleted_checkpoints_are_removed_at_start(tiny_
 
 
 PLUGIN = """
-import verifiers
-
+from reasoner import verifiers
 @verifiers.register("ends_even")
 def _ends_even(completion, problem):
     ok = completion.strip()[-1:] in "02468" and completion.strip() != ""

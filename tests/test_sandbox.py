@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from verifiers import sandbox
-from verifiers.sandbox import cgroups
+from reasoner.verifiers import sandbox
+from reasoner.verifiers.sandbox import cgroups
 
 ROOT = Path(__file__).resolve().parents[1]  # the project checkout
 

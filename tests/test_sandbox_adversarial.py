@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from verifiers.code import check, isolation_report
+from reasoner.verifiers.code import check, isolation_report
 
 DATA = json.loads((Path(__file__).parent / "sandbox_programs" / "calls_programs.json").read_text())
 ROOT = Path(__file__).resolve().parent.parent  # the project checkout (what @PROJECT@ names)

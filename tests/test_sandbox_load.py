@@ -12,9 +12,9 @@ import time
 import pytest
 
 from reasoner.types import Problem
-from verifiers import sandbox
-from verifiers.code import batch, check
-from verifiers.sandbox import cgroups
+from reasoner.verifiers import sandbox
+from reasoner.verifiers.code import batch, check
+from reasoner.verifiers.sandbox import cgroups
 
 from _paths import SHARED_DATA as DATA
 

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-import verifiers
+from reasoner import verifiers
 from reasoner import runtime
 from reasoner.cli import main as cli_main
 from reasoner.config import load_config

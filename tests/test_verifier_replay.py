@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from verifiers.code import check, values
+from reasoner.verifiers.code import check, values
 
 
 def _rt(v):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import verifiers
+from reasoner import verifiers
 from reasoner.types import Problem
-from verifiers import Verdict, workers
+from reasoner.verifiers import Verdict, workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def test_in_process_verifier_runs_in_a_thread():
 EXIT_SCRIPT = """
 import sys, time
 sys.path.insert(0, {root!r})
-import verifiers
+from reasoner import verifiers
 from reasoner.types import Problem
 @verifiers.register("hang_forever")
 def hang(c, p):
@@ -128,8 +128,7 @@ def test_check_names_names_the_row_the_verifier_and_the_choices():
 
 
 PLUGIN = """
-import verifiers
-
+from reasoner import verifiers
 @verifiers.register("{name}")
 def shouts(completion, problem):
     ok = completion.isupper()

@@ -2,8 +2,7 @@
 
 A verifier is any callable ``(completion: str, problem) -> Verdict``. Register one with::
 
-    import verifiers
-
+    from reasoner import verifiers
     @verifiers.register("shouts")
     def shouts(completion, problem):
         ok = completion.isupper()
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Protocol
 
 from reasoner.registry import Registry
-from verifiers import workers
+from reasoner.verifiers import workers
 
 STATUSES = ("correct", "wrong", "unparseable", "timeout", "error")
 
@@ -55,7 +54,7 @@ class Verifier(Protocol):
 REGISTRY: Registry[Verifier] = Registry("verifier")
 register = REGISTRY.register
 register_verifier = register
-_BUILTINS = ("verifiers.math", "verifiers.code")
+_BUILTINS = ("reasoner.verifiers.math", "reasoner.verifiers.code")
 _loaded = False
 
 

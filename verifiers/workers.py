@@ -51,7 +51,7 @@ def _orphan_watch(parent: int) -> None:
 
 def _detach_inherited_pools() -> None:
     """Forget process pools copied from the parent (using them would talk to its workers)."""
-    pool = sys.modules.get("verifiers.math.pool")
+    pool = sys.modules.get("reasoner.verifiers.math.pool")
     if pool is not None and hasattr(pool, "_POOL"):
         pool._POOL = None
 
@@ -61,8 +61,7 @@ def _serve(conn: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     _detach_inherited_pools()
-    import verifiers
-
+    from reasoner import verifiers
     while True:
         try:
             name, completion, problem = conn.recv()
@@ -79,8 +78,7 @@ def _serve(conn: Any, parent: int) -> None:
 
 
 def _registry_version() -> tuple:
-    import verifiers
-
+    from reasoner import verifiers
     return tuple((n, id(verifiers.REGISTRY._items[n])) for n in verifiers.REGISTRY.names())
 
 

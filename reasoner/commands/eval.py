@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def protocol_from_args(args: argparse.Namespace):
-    from benchmarks import Protocol
+    from reasoner.benchmarks import Protocol
 
     k_list = [int(k) for k in args.k.split(",") if k.strip()] if args.k else None
     return Protocol(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
@@ -51,11 +51,11 @@ def protocol_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmarks.run import load_suites, run_suites
+    from reasoner.benchmarks.run import load_suites, run_suites
     from reasoner.config import Config, DataConfig, ModelConfig, SamplingConfig
 
     try:
-        import verifiers
+        from reasoner import verifiers
         from reasoner.config import load_plugins
 
         load_plugins(getattr(args, "plugins", ""), key="--plugins")  # before the suites' verifier names are checked

@@ -9,7 +9,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def registries() -> dict[str, list[str]]:
-    import verifiers
+    from reasoner import verifiers
     from reasoner.config import advantage_names
     from reasoner.data import DATASETS
     from reasoner.losses import AGGREGATIONS, KL_ESTIMATORS

@@ -64,11 +64,11 @@ def _one(args: argparse.Namespace) -> int:
         return 2
     response = sys.stdin.read() if args.response == "-" else args.response
     if args.verifier == "math":
-        from verifiers.math import check
+        from reasoner.verifiers.math import check
 
         v = check(response, args.gold, fallback=args.fallback, timeout=args.timeout)
     else:
-        import verifiers
+        from reasoner import verifiers
         from reasoner.types import Problem
 
         fn = verifiers.get(args.verifier)
@@ -81,8 +81,8 @@ def _one(args: argparse.Namespace) -> int:
 
 
 def _dataset(args: argparse.Namespace) -> int:
-    from verifiers.math import check_batch
-    from verifiers.math.baselines import BASELINES, run_safely
+    from reasoner.verifiers.math import check_batch
+    from reasoner.verifiers.math.baselines import BASELINES, run_safely
 
     pairs = load_pairs(args.dataset, args.limit)
     ours = check_batch([r for r, _ in pairs], [g for _, g in pairs], fallback=args.fallback, timeout=args.timeout)
@@ -108,7 +108,7 @@ def _dataset(args: argparse.Namespace) -> int:
 
 
 def _check_verifier(args: argparse.Namespace) -> None:
-    import verifiers
+    from reasoner import verifiers
     from reasoner.config import ConfigError, load_plugins
 
     load_plugins(args.plugins, key="--plugins")

@@ -156,7 +156,7 @@ def read_hub(hub_id: str, split: str, config: str | None = None) -> Iterator[Raw
 
 def last_boxed(text: str) -> str | None:
     """The last ``\\boxed{}`` of a solution: the math verifier's extractor (one implementation)."""
-    from verifiers.math.extract import last_boxed as _last_boxed
+    from reasoner.verifiers.math.extract import last_boxed as _last_boxed
 
     return _last_boxed(text)
 

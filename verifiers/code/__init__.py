@@ -37,10 +37,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Iterator
 
-import verifiers
-from verifiers import Verdict
-from verifiers import sandbox
-from verifiers.code import formats
+from reasoner import verifiers
+from reasoner.verifiers import Verdict
+from reasoner.verifiers import sandbox
+from reasoner.verifiers.code import formats
 
 _HERE = os.path.dirname(__file__)
 HARNESS_SOURCE = "\n".join(open(os.path.join(_HERE, f)).read() for f in ("values.py", "harness.py"))

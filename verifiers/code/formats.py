@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from verifiers import sandbox
-from verifiers.code import extract, replay, values
+from reasoner.verifiers import sandbox
+from reasoner.verifiers.code import extract, replay, values
 
 FORMATS = ("humaneval", "mbpp", "stdio", "calls")
 CASE_OUTPUT_BYTES = 1 << 20

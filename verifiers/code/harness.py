@@ -12,7 +12,7 @@ import os
 import sys
 
 try:  # the parent imports this module; inside the sandbox values.py's source comes first instead
-    from verifiers.code.values import Obj, Unsupported, dec, enc, key  # noqa: F401  (values.py's names)
+    from reasoner.verifiers.code.values import Obj, Unsupported, dec, enc, key  # noqa: F401  (values.py's names)
 except ImportError:
     pass
 

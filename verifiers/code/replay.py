@@ -31,7 +31,7 @@ import random
 import sys
 from typing import Any, Callable
 
-from verifiers.code import extract, values
+from reasoner.verifiers.code import extract, values
 
 
 _NO_IMPORT = {"antigravity", "this", "webbrowser", "tkinter", "turtle", "turtledemo", "idlelib", "__main__"}

@@ -18,12 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-import verifiers
-from verifiers import Verdict
-from verifiers.math.compare import compare
-from verifiers.math.extract import FALLBACKS, extract_answer, extract_gold
-from verifiers.math.normalize import MAX_ANSWER, Norm, normalize
-from verifiers.math.pool import get_pool, shutdown
+from reasoner import verifiers
+from reasoner.verifiers import Verdict
+from reasoner.verifiers.math.compare import compare
+from reasoner.verifiers.math.extract import FALLBACKS, extract_answer, extract_gold
+from reasoner.verifiers.math.normalize import MAX_ANSWER, Norm, normalize
+from reasoner.verifiers.math.pool import get_pool, shutdown
 
 DEFAULT_TIMEOUT = 2.0  # seconds per symbolic comparison
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from verifiers.math.extract import extract_answer, extract_gold
+from reasoner.verifiers.math.extract import extract_answer, extract_gold
 
 
 def exact_match(response: str, gold: str) -> bool:

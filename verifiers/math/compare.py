@@ -12,10 +12,10 @@ import re
 from itertools import permutations
 from typing import Callable, NamedTuple, Optional
 
-from verifiers.math.normalize import Norm
-from verifiers.math.realsets import same_real_set
-from verifiers.math.arith import evaluate
-from verifiers.math.numbers import Num, numbers_equal, parse_base, parse_number
+from reasoner.verifiers.math.normalize import Norm
+from reasoner.verifiers.math.realsets import same_real_set
+from reasoner.verifiers.math.arith import evaluate
+from reasoner.verifiers.math.numbers import Num, numbers_equal, parse_base, parse_number
 
 Tri = Optional[bool]  # True, False, or None = undecided without symbolic maths
 LeafFn = Callable[[str, str, bool, bool], Tri]

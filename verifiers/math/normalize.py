@@ -9,7 +9,7 @@ import functools
 import re
 from typing import NamedTuple
 
-from verifiers.math.numbers import words_to_number
+from reasoner.verifiers.math.numbers import words_to_number
 
 MAX_ANSWER = 20_000  # longer extracted answers are not compared (a verdict of "wrong")
 

@@ -33,7 +33,7 @@ class Result(NamedTuple):
 
 def _serve(conn) -> None:
     """Worker main loop: warm up, then answer ``(fn_name, args)`` jobs forever."""
-    from verifiers.math import symbolic
+    from reasoner.verifiers.math import symbolic
 
     symbolic.warmup()
     try:
@@ -82,7 +82,7 @@ class _Worker:
         self.conn, child = mp.Pipe(duplex=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        code = f"from verifiers.math.pool import serve_fd; serve_fd({child.fileno()}, {os.getpid()})"
+        code = f"from reasoner.verifiers.math.pool import serve_fd; serve_fd({child.fileno()}, {os.getpid()})"
         self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(child.fileno(),), env=env,
                                      stdin=subprocess.DEVNULL, close_fds=True)
         child.close()

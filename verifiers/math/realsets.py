@@ -10,8 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import NamedTuple, Optional, Union
 
-from verifiers.math.arith import evaluate
-from verifiers.math.numbers import parse_number
+from reasoner.verifiers.math.arith import evaluate
+from reasoner.verifiers.math.numbers import parse_number
 
 Value = Union[Fraction, float]  # float only for +-inf
 MAX_PIECES = 64

@@ -10,8 +10,8 @@ from latex2sympy2_extended import latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
 
-from verifiers.math.compare import Node, Tri, compare, fast_leaf
-from verifiers.math.normalize import Norm
+from reasoner.verifiers.math.compare import Node, Tri, compare, fast_leaf
+from reasoner.verifiers.math.normalize import Norm
 
 _NORM = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
                             boxed="none", equations=False)
@@ -142,7 +142,7 @@ def _difference(n: Node):
 def compare_symbolic(pred: Norm, gold: Norm) -> bool:
     """Full structural comparison with sympy at the leaves; two equations are also the same when
     ``lhs - rhs`` of one is a nonzero constant times that of the other (rearranged or scaled)."""
-    from verifiers.math.compare import parse
+    from reasoner.verifiers.math.compare import parse
     p, g = parse(pred.text), parse(gold.text)
     if p.kind == "eq" and g.kind == "eq" and len(p.items) == 2 and len(g.items) == 2:
         try:  # one test covers equal sides, swapped sides, moved terms and scaling

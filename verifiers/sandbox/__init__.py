@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from verifiers.sandbox import cgroups
+from reasoner.verifiers.sandbox import cgroups
 
 
 WALL_FACTOR = 3.0  # the wall-clock safety net: max(WALL_FACTOR * cpu_s, cpu_s + WALL_EXTRA_S)
