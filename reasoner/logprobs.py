@@ -27,8 +27,8 @@ from reasoner.models.fast import positions, split_head
 HEAD_CHUNK = 1 << 22  # logits per LM-head chunk (16 MiB in fp32)
 HEAD_KEEP = 1 << 27  # softmax kept for the backward up to this many logits (512 MiB in fp32)
 # Fixed cost of one more forward(+backward) call, per decoder layer, in (parameter x token) units:
-# measured on the 4-layer tiny model, 2 CPU threads, an extra bucket costs ~4 ms forward, ~10 ms
-# with backward (~2^28 param-tokens of arithmetic), so bucketing pays only when it cuts more than that.
+# an extra length bucket's call overhead is worth about this much arithmetic (measured on the tiny
+# model: docs/benchmarks.md, "reasoner/logprobs.py"), so bucketing pays only when it cuts more than that.
 CALL_WORK_PER_LAYER = 1 << 26
 
 
@@ -200,7 +200,7 @@ def _head_forward(weight, bias, hidden, targets, temperature: float, with_entrop
             e = x.exp() if with_entropy else x.exp_()
         z = e.sum(-1)
         logps.append(picked - z.log())
-        if with_entropy:  # H = log z - sum(e * x) / z (vecdot: no [m, V] temporary, 3x faster than bmm)
+        if with_entropy:  # H = log z - sum(e * x) / z (vecdot: no [m, V] temporary, and faster than bmm)
             ents.append(z.log() - torch.linalg.vecdot(e, x) / z)
         if keep is not None:
             probs.append(e.div_(z[:, None]))
@@ -221,8 +221,8 @@ def _logits(weight, bias, h, temperature: float, out: torch.Tensor | None = None
 class _Workspace:
     """One float32 buffer for the softmax a forward keeps for its backward, reused from step to step.
 
-    A fresh large tensor costs a page fault per 4 KiB on first touch: SmolLM2's softmax over 21
-    chunks of 85 x 49152, formed into fresh tensors 4.3 ms a chunk, into this buffer 1.1 ms.
+    A fresh large tensor costs a page fault per 4 KiB page on first touch, at every step; a reused
+    buffer pays those faults once (SmolLM2's figures: ``docs/benchmarks.md``, "reasoner/logprobs.py").
     One forward holds it until the tensor it was handed dies (its backward ran, or its graph
     was dropped); another forward meanwhile gets a fresh tensor."""
 

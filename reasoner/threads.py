@@ -1,21 +1,18 @@
 """CPU intra-op threads sized to the work of each forward/backward call.
 
-Splitting a matmul over a second thread wakes that thread (tens of microseconds with
-``OMP_WAIT_POLICY=PASSIVE``, which reasoner sets so that busy cores do not collapse) and
-only pays when the matmul is big. Measured on 2 cores (fp32 ``torch.mm``, ``[rows, k] x
-[k, n]``): at 6.3M multiply-adds two threads take 1.39x the time of one, at 12.6M 0.91x,
-from 50M on 0.5x; a whole pass crosses over later (its elementwise ops and the backward's
-thin matmuls gain less), so the bar is 2^24: the tiny model's training pass (about 130
-rows, 6.4M) ran 22.6 ms on one thread against 39.7 ms on two, with 448 rows (22M) 44.4
-against 31.6 ms. A call whose biggest matmul, rows x (largest weight), is under
+Splitting a matmul over a second thread wakes that thread (a fixed cost even with
+``OMP_WAIT_POLICY=PASSIVE``, which reasoner sets so that busy cores do not collapse), so it
+only pays when the matmul is big. A whole pass crosses over later than a lone ``torch.mm``
+(its elementwise ops and the backward's thin matmuls gain less), which is why the bar is
+set on whole passes: a call whose biggest matmul, rows x (largest weight), is under
 ``MIN_MACS`` runs on one thread, everything else on the threads the run was given
 (``run.threads``, or torch's default). GPU models are left alone.
 
 The elementwise work over the parameters (gradient clipping, the fused AdamW step) follows
-the same logic per tensor: fused AdamW + ``clip_grad_norm_`` over 4 tensors of n elements,
-2 cores, PASSIVE, two threads take 2.12x one thread's time at n = 2^16, 1.11x at 2^18,
-0.59x at 2^20. A model whose largest parameter is under ``MIN_ELEMENTS`` runs them on one
-thread: the tiny model (0.8M parameters in 50 tensors) 4.6 -> 1.4 ms a step.
+the same logic per tensor: a model whose largest parameter is under ``MIN_ELEMENTS`` runs
+them on one thread.
+
+The measurements behind both bars: ``docs/benchmarks.md`` ("reasoner/threads.py").
 """
 from __future__ import annotations
 

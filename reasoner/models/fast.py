@@ -7,10 +7,9 @@ as the transformers modules (a layer's submodules are called as modules, so peft
 layers run too), without their per-call machinery (mask factories, output capturing,
 cache classes), and with a padding-free log-prob pass (``completion_hidden``): projections,
 norms and MLPs see only real tokens, each distinct prompt's once and the completions', in
-one packed pass; attention alone lays them out per row. Measured on the tiny model, 64 rows,
-16 new tokens, 2 threads: forward+backward 56.7 -> 31.2 ms with ragged lengths (prompts in a
-pass of their own); with the prompts packed in too (1 thread, a sampled rollout of 195
-tokens, medians of 50): forward 10.7 -> 9.3 ms, backward 13.3 -> 11.6 ms.
+one packed pass; attention alone lays them out per row. Skipping the padding and the
+per-call machinery is what pays on small models, whose passes are bound by per-operation
+cost (figures: ``docs/benchmarks.md``, "reasoner/models/fast.py").
 
 Shapes: N rows, q new positions, k = past + q key positions, H hidden, h heads of size d.
 """

@@ -2,13 +2,14 @@
 each, every weight prepacked for oneDNN's bf16 CPU matmul (``torch.ops.mkldnn``).
 
 A decode step multiplies a few dozen rows by every weight, so the fixed cost of each matmul call
-and the weight layout matter as much as the arithmetic: on this project's 2-core CPU (bf16,
-32 rows) the 211 matmuls of a SmolLM2 step take about 35 ms as plain ``F.linear`` calls and about
-26 ms as the 121 fused, prepacked ones (``scripts/bench_generate.py`` measures the whole decode).
-The copy costs the weights' size in memory and a repack whenever they change (once per training
-step: the per-weight repack times of SmolLM2 add up to 0.29 s); ``for_model`` keeps it while the parameters' version counters
-stay the same. No autograd: decoding only. Used where ``supported``: bf16 weights on the CPU,
-plain ``nn.Linear`` projections (not peft's LoRA layers) and a plain MLP (gate, up, down, act_fn).
+and the weight layout matter as much as the arithmetic: fusing cuts the number of calls a step,
+and prepacking stores each weight once in the layout oneDNN computes with
+(``scripts/bench_generate.py`` measures the whole decode; the figures are in
+``docs/benchmarks.md``, "reasoner/models/packed.py"). The copy costs the weights' size in memory
+and a repack whenever they change (once per training step); ``for_model`` keeps it while the
+parameters' version counters stay the same. No autograd: decoding only. Used where
+``supported``: bf16 weights on the CPU, plain ``nn.Linear`` projections (not peft's LoRA layers)
+and a plain MLP (gate, up, down, act_fn).
 """
 from __future__ import annotations
 

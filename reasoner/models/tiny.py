@@ -223,7 +223,7 @@ def build_tiny(cache_dir: str | os.PathLike | None = None, kinds: str = "add,sub
     if log:
         n = sum(p.numel() for p in model.parameters())
         log(f"building the tiny model ({n / 1e6:.2f}M parameters, kinds {recipe.kinds}) into {final}")
-    with threads.using(1):  # a 1M model gains nothing from threads; on busy cores they spin (7x slower)
+    with threads.using(1):  # a 1M model gains nothing from a second thread (reasoner.threads)
         stats = warm_start(model, tokenizer, recipe, log)
     stats["build_seconds"] = round(time.perf_counter() - t0, 2)
     stats["build_cpu_seconds"] = round(time.process_time() - cpu0, 2)  # wall time on busy cores misleads

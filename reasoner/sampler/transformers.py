@@ -77,8 +77,9 @@ class TransformersSampler:
     once the live share of the batch falls to this fraction or below; 1.0 drops them at
     every step, 0.0 never (they then ride along, masked, until the longest row ends).
     None (default): at half, or as soon as the finished rows' matmul work per step reaches
-    ``threads.MIN_MACS``. Measured on the tiny model (decode is overhead-bound there), 64
-    new tokens: 21.1 ms per group batch dropping rows at every step, 16.6 ms at half.
+    ``threads.MIN_MACS``. Each compaction gathers every layer's KV cache; on an overhead-bound
+    model (the tiny one) finished rows riding along masked cost less than gathering at every
+    step (figures: ``docs/benchmarks.md``, "reasoner/sampler/transformers.py").
     lockstep: decode all max_new_tokens steps with every row, never leaving early, so that
     every rank makes the same forward calls (FSDP's parameter all-gathers need that).
     lean: decode through ``models.fast`` where it supports the model (``run.engine=fast``);

@@ -35,7 +35,9 @@ _ZERO = sympy.Rational(1, 10 ** 40)  # relative size below which a difference at
 
 def exact(e):
     """Every float literal replaced by the exact rational it spells (``0.667`` -> ``667/1000``), so
-    a rounded decimal never equals the irrational or repeating value it approximates."""
+    a rounded decimal does not equal the irrational or repeating value it approximates, up to the
+    tolerances below: one of about 40 significant digits or more still matches a closed form
+    (``_numeric_equal``), about 20 inside an expression with variables (``_same``)."""
     if not isinstance(e, sympy.Basic):
         return e
     floats = e.atoms(sympy.Float)
@@ -43,7 +45,8 @@ def exact(e):
 
 
 def _is_zero(d, scale) -> bool | None:
-    """Is the closed-form number ``d`` zero? Exact for rationals, else a 60-digit evaluation."""
+    """Is the closed-form number ``d`` zero? Exact for rationals; else ``d`` is evaluated to 60 digits
+    and counts as zero when ``|d| <= 10^-40 * max(1, |scale|)``; None when it does not evaluate."""
     if d.is_Rational:
         return d == 0
     v = sympy.N(d, _DIGITS)
@@ -54,7 +57,9 @@ def _is_zero(d, scale) -> bool | None:
 
 
 def _numeric_equal(ea, eb) -> bool:
-    """Both sides free of symbols: exactly equal (rationals) or equal to 60 digits (closed forms)."""
+    """Both sides free of symbols. An infinity equals only itself; a difference that is rational
+    must be 0; any other is evaluated to 60 digits and must be at most
+    ``10^-40 * max(1, |ea| + |eb|)`` (equal to about 40 significant digits)."""
     if ea.has(sympy.oo, -sympy.oo, sympy.zoo) or eb.has(sympy.oo, -sympy.oo, sympy.zoo):
         return ea == eb
     return bool(_is_zero(ea - eb, abs(ea) + abs(eb)))
@@ -127,7 +132,7 @@ def sym_leaf_exprs(ea, eb) -> bool:
     symbols = ea.free_symbols | eb.free_symbols
     if not symbols:
         return _numeric_equal(ea, eb)
-    return _random_points_equal(ea, eb, symbols)  # 8 random rational points, exact where rational
+    return _random_points_equal(ea, eb, symbols)  # 8 random rational points; exact if rational, else 1e-20 relative
 
 
 def _eq_leaf(a: str, b: str, pa: bool, pb: bool) -> Tri:
