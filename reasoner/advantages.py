@@ -92,9 +92,9 @@ def rloo(rewards: Tensor) -> Tensor:
 def batch_mean(rewards: Tensor) -> Tensor:
     """r_i - mean(r) over the whole batch (one baseline for all B*G completions).
 
-    Called ``mean_baseline`` in docs/algorithms.md: the simplest REINFORCE-with-baseline recipe
-    (Williams 1992; JustRL-style write-ups). Groups are not used, so a uniform group can still
-    get a non-zero advantage.
+    The mean baseline of docs/algorithms.md ("Advantages"): the simplest REINFORCE-with-baseline
+    recipe (Williams 1992; JustRL-style write-ups). Groups are not used, so a uniform group can
+    still get a non-zero advantage.
     """
     r = _check_rewards(rewards)
     return r - r.mean()

@@ -6,10 +6,10 @@ so when the reference runs in a child process (``run.reference_process``) its fo
 policy's forward on another core. Small CPU models are bound by PyTorch's per-operation cost on
 one thread (``reasoner.threads``), which leaves the second core idle and cannot be shared by
 Python threads (the GIL); a process can. The child is forked once, after the reference is built:
-it shares the reference's weights copy-on-write (they never change) and runs on one thread.
-Measured with ``scripts/bench_step.py --cases tiny16`` (2 threads): the step's reference time
-0.009 -> 0.000 s (the child is done before the policy's forward), the step 0.054 -> 0.043 s
-(``threads.for_params`` already in both); the child's own memory about 25 MiB.
+it shares the reference's weights copy-on-write (they never change) and runs on one thread, so
+on a small model its forward is done before the update needs it and its own memory is small
+(``scripts/bench_step.py --cases tiny16`` measures the step; figures: ``docs/benchmarks.md``,
+"reasoner/reference.py").
 
 ``auto`` forks it for a reference of under ``threads.SMALL_MODEL_PARAMS`` parameters on the CPU,
 in one process (not under torchrun), with a separate reference module (not LoRA's adapters-off
