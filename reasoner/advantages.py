@@ -111,6 +111,20 @@ def reinforce_pp(rewards: Tensor) -> Tensor:
     return (r - r.mean()) / (_std(r) + STD_EPS)
 
 
+@ADVANTAGES.register("reinforce_pp_baseline")
+def reinforce_pp_baseline(rewards: Tensor) -> Tensor:
+    """c_i = r_i - mean(r) within each group, then c_i / (std(c) + 1e-6) with the std over the batch.
+
+    Hu et al. 2025, "REINFORCE++" (the REINFORCE++-baseline variant for group sampling; NVIDIA's
+    ProRL v2 recipe uses it): the group mean removes each prompt's difficulty, the batch std of the
+    centred values sets one scale for the whole batch (sample std, Bessel corrected). A uniform
+    group gets 0; the batch mean of c is 0 already, so it is not subtracted again.
+    """
+    r = _check_rewards(rewards)
+    centred = r - r.mean(dim=1, keepdim=True)
+    return centred / (_std(centred) + STD_EPS)
+
+
 def frac_zero_std_groups(rewards: Tensor, atol: float = 1e-8) -> float:
     """Fraction of groups (rows of ``rewards [B, G]``) whose rewards are all equal.
 

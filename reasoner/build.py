@@ -2,9 +2,9 @@
 
 Every config string is turned into an object here and nowhere else: the KL term (``reasoner.kl``),
 the advantage stage (a group estimator or the critic: the registry the name is in decides), the
-old-log-prob policy (reuse / recompute / recompute with TIS), the reference runner, the sampler,
-the evaluator. ``reasoner.trainer.train`` is the loop over them; the functions below it get the
-sections or values they read.
+old-log-prob policy (reuse / recompute / recompute with a mismatch correction, ``reasoner.mismatch``),
+the reference runner, the sampler, the evaluator. ``reasoner.trainer.train`` is the loop over them;
+the functions below it get the sections or values they read.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from reasoner.config import Config, ConfigError, save_config
 from reasoner.critic import Critic, CriticAdvantage, CriticParams
 from reasoner.data.overlap import warn_overlap
 from reasoner.dynamic import Collector
+from reasoner.mismatch import Correction
 from reasoner.models import load_model
 from reasoner.optim import Optimizer
 from reasoner.reference import OldLogp, make_runner
@@ -125,10 +126,11 @@ def _advantage_stage(model, algo, optim, group_size: int, world: int, eng: engin
 
 def _old_logp(model, cfg: Config, eng: engine.Engine) -> OldLogp:
     """Reuse the sampler's log-probs when this very model sampled and one epoch of one minibatch
-    makes them equal to the current ones; recompute them otherwise (vLLM), with TIS when asked."""
+    makes them equal to the current ones; recompute them otherwise (vLLM), with the mismatch
+    correction of ``sampling.vllm_tis_cap`` / ``vllm_is_level`` / ``vllm_is_mode`` for engine rollouts."""
     exact = cfg.sampling.backend == "transformers"
     reuse = exact and cfg.algo.ppo_epochs * cfg.algo.minibatches == 1
-    return OldLogp(model, cfg.sampling.temperature, not reuse, 0.0 if exact else cfg.sampling.vllm_tis_cap, eng)
+    return OldLogp(model, cfg.sampling.temperature, not reuse, None if exact else Correction.of(cfg.sampling), eng)
 
 
 def make_sampler(model, tokenizer, cfg: Config, device: torch.device, lean: bool = True):

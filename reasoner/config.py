@@ -59,13 +59,17 @@ class SamplingConfig:
     top_p: float = 1.0
     max_new_tokens: int = 16
     vllm_gpu_memory_utilization: float = 0.3
-    vllm_tis_cap: float = 0.0  # > 0: truncated importance sampling correction, capped at this value
+    vllm_tis_cap: float = 0.0  # 0 = off, > 1: engine/trainer mismatch correction with this cap (reasoner.mismatch)
+    vllm_is_level: str = "token"  # token (TIS) | sequence: one weight per token, or per completion
+    vllm_is_mode: str = "truncate"  # truncate: min(w, cap) | mask: weight 0 outside [1/cap, cap]
 
 
 @dataclass
 class AlgoConfig:
-    preset: str | None = None  # grpo | dr_grpo | dapo | rloo | justrl: sets the fields below at once
+    preset: str | None = None  # grpo | dr_grpo | dapo | rloo | justrl | gspo | cispo: sets several fields at once
     advantage: str = "grpo"  # see `reasoner list`
+    policy_loss: str = "ppo_clip"  # ppo_clip (clipped surrogate) | cispo (clipped, detached IS weight * logp)
+    ratio_level: str = "token"  # token | sequence (GSPO: one length-normalised ratio per completion)
     loss_agg: str = "seq_mean_token_mean"
     kl_estimator: str = "k3"
     kl_in: str = "loss"  # loss | reward
@@ -167,8 +171,12 @@ CHOICES: dict[str, Any] = {
     "data.template": ("auto", "plain", "chat"),
     "data.synthetic_style": ("compact", "question"),
     "sampling.backend": ("transformers", "vllm"),
+    "sampling.vllm_is_level": _registry_names("reasoner.mismatch", "IS_LEVELS"),
+    "sampling.vllm_is_mode": _registry_names("reasoner.mismatch", "IS_MODES"),
     "algo.preset": _registry_names("reasoner.presets", "PRESETS"),
     "algo.advantage": advantage_names,
+    "algo.policy_loss": _registry_names("reasoner.losses", "POLICY_LOSSES"),
+    "algo.ratio_level": _registry_names("reasoner.losses", "RATIO_LEVELS"),
     "algo.loss_agg": _registry_names("reasoner.losses", "AGGREGATIONS"),
     "algo.kl_estimator": _registry_names("reasoner.losses", "KL_ESTIMATORS"),
     "algo.kl_in": _registry_names("reasoner.kl", "PLACEMENTS"),
@@ -281,6 +289,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"algo.eps_low={cfg.algo.eps_low!r} must be < 1 (the ratio's lower clip is 1 - eps_low)")
     if cfg.algo.dual_clip != 0 and cfg.algo.dual_clip <= 1:
         raise ConfigError(f"algo.dual_clip={cfg.algo.dual_clip!r} must be 0 (off) or > 1")
+    _check_loss_kind(cfg.algo)
+    if cfg.sampling.vllm_tis_cap != 0 and cfg.sampling.vllm_tis_cap <= 1:
+        raise ConfigError(f"sampling.vllm_tis_cap={cfg.sampling.vllm_tis_cap!r} must be 0 (off) or > 1 (weights are "
+                          "truncated at the cap, or masked outside [1/cap, cap])")
     if not 0 < cfg.sampling.top_p <= 1:
         raise ConfigError(f"sampling.top_p={cfg.sampling.top_p!r} must be in (0, 1]")
     from reasoner.rewards import check_weights
@@ -298,6 +310,16 @@ def validate(cfg: Config) -> Config:
     if n % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches} must divide run.batch_size*sampling.group_size={n}")
     return cfg
+
+
+def _check_loss_kind(algo) -> None:
+    """algo.dual_clip bounds the clipped surrogate: only policy losses that have one take it."""
+    import importlib
+
+    losses = importlib.import_module("reasoner.losses")
+    if algo.dual_clip and not losses.POLICY_LOSSES.get(algo.policy_loss).dual_clip:
+        raise ConfigError(f"algo.dual_clip={algo.dual_clip!r} applies to algo.policy_loss="
+                          f"{' | '.join(losses.dual_clip_losses())} only, not {algo.policy_loss}; set algo.dual_clip=0")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

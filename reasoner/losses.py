@@ -1,5 +1,8 @@
 """Policy loss, loss aggregation and KL estimators: PURE functions over [N, T] tensors.
 
+Four registries, each read by ``policy_loss`` through the names in ``LossParams``: the ratio level
+(``RATIO_LEVELS``: token | sequence, GSPO), the policy-loss kind (``POLICY_LOSSES``: ppo_clip |
+cispo), the aggregation (``AGGREGATIONS``) and the KL estimator (``KL_ESTIMATORS``).
 Formulas: ``docs/algorithms.md`` ("Policy loss", "KL to the reference model"). Names:
 ``logp`` current policy, ``old_logp`` the policy that sampled, ``ref_logp`` the frozen
 reference, ``adv`` advantages, ``mask`` True on real completion tokens (right padded).
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -18,8 +21,11 @@ from reasoner.types import LossOut
 
 KLEstimator = Callable[[Tensor, Tensor], Tensor]
 Aggregation = Callable[[Tensor, Tensor, int], Tensor]
+LogRatio = Callable[[Tensor, Tensor, Tensor], Tensor]  # (logp, old_logp, mask) [N, T] -> log ratio [N, T]
 KL_ESTIMATORS: Registry[KLEstimator] = Registry("KL estimator")
 AGGREGATIONS: Registry[Aggregation] = Registry("loss aggregation")
+RATIO_LEVELS: Registry[LogRatio] = Registry("ratio level")
+POLICY_LOSSES: Registry["PolicyLossKind"] = Registry("policy loss")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class LossParams:
     dual_clip: float = 0.0  # 0 = off, else c > 1
     entropy_coef: float = 0.0
     norm_len: int = 1  # the constant of seq_mean_token_sum_norm
+    policy_loss: str = "ppo_clip"  # a name in POLICY_LOSSES
+    ratio_level: str = "token"  # a name in RATIO_LEVELS
 
     def __post_init__(self):
         if not (0.0 <= self.eps_low < 1.0 and self.eps_high >= 0.0):
@@ -40,12 +48,18 @@ class LossParams:
         if self.dual_clip != 0 and self.dual_clip <= 1:
             raise ValueError(f"dual_clip must be 0 (off) or > 1, got {self.dual_clip}")
         AGGREGATIONS.get(self.loss_agg), KL_ESTIMATORS.get(self.kl_estimator)  # unknown names: KeyError
+        RATIO_LEVELS.get(self.ratio_level)
+        if not POLICY_LOSSES.get(self.policy_loss).dual_clip and self.dual_clip:
+            raise ValueError(f"dual_clip={self.dual_clip} needs a policy loss with dual clip "
+                             f"({', '.join(dual_clip_losses())}), got {self.policy_loss!r}")
 
     @classmethod
     def of(cls, algo, max_new_tokens: int) -> "LossParams":
         """From a config's ``algo`` section."""
-        return cls(algo.loss_agg, algo.kl_estimator, algo.eps_low, algo.eps_high, algo.dual_clip, algo.entropy_coef,
-                   algo.norm_len or max_new_tokens)
+        return cls(loss_agg=algo.loss_agg, kl_estimator=algo.kl_estimator, eps_low=algo.eps_low,
+                   eps_high=algo.eps_high, dual_clip=algo.dual_clip, entropy_coef=algo.entropy_coef,
+                   norm_len=algo.norm_len or max_new_tokens, policy_loss=algo.policy_loss,
+                   ratio_level=algo.ratio_level)
 
 # --- KL estimators (Schulman 2020, "Approximating KL Divergence"), log_ratio = ref - new ----
 
@@ -102,7 +116,30 @@ def seq_mean_token_sum_norm(x: Tensor, mask: Tensor, norm_len: int) -> Tensor:
     return (x * m).sum() / (x.shape[0] * norm_len)
 
 
-# --- the clipped surrogate ---------------------------------------------------------------
+# --- the importance ratio: per token, or one per sequence (GSPO) ------------------------------
+
+
+@RATIO_LEVELS.register("token")
+def token_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """``log rho_t = logp_t - old_logp_t``, one ratio per token (PPO, Schulman et al. 2017; GRPO)."""
+    return logp - old_logp
+
+
+@RATIO_LEVELS.register("sequence")
+def sequence_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """``log s_i = (1/|y_i|) sum_t m_t (logp_t - old_logp_t)``, the same for every token of row i.
+
+    Zheng et al. 2025, "Group Sequence Policy Optimization" (GSPO): the length-normalised
+    sequence likelihood ratio, clipped as a whole. The gradient flows through the mean, so each
+    token of row i gets ``s_i / |y_i|`` times its log-prob gradient (GSPO's gradient analysis; TRL
+    ``importance_sampling_level="sequence"``). A row without real tokens gets ratio 1.
+    """
+    m = mask.to(logp.dtype)
+    per_seq = ((logp - old_logp) * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1.0)
+    return per_seq.expand_as(logp)
+
+
+# --- the policy loss kinds: clipped surrogate (PPO) and clipped IS weight (CISPO) ----------------
 
 
 def _check_inputs(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
@@ -134,6 +171,53 @@ def clipped_surrogate(ratio: Tensor, adv: Tensor, eps_low: float, eps_high: floa
     return loss
 
 
+def cispo_surrogate(ratio: Tensor, logp: Tensor, adv: Tensor, eps_high: float) -> Tensor:
+    """Per-token CISPO loss ``-sg(min(rho, 1 + eps_high)) * A * logp``.
+
+    Chen et al. 2025, "MiniMax-M1: Scaling Test-Time Compute Efficiently with Lightning
+    Attention" (CISPO): the importance weight is clipped and detached, not the update,
+    so every token keeps its gradient ``-w * A``. No lower bound, as in the paper's experiments
+    and TRL's ``loss_type="cispo"`` (whose ``epsilon_high`` is the bound itself, ``1 + eps_high`` here).
+    """
+    return -ratio.detach().clamp(max=1 + eps_high) * adv * logp
+
+
+class PolicyLossKind(NamedTuple):
+    """One policy-loss formula: its per-token loss, which tokens its clip touched, and whether
+    ``dual_clip`` applies to it."""
+
+    per_token: Callable[[Tensor, Tensor, Tensor, "LossParams"], Tensor]  # (ratio, logp, adv, params) -> [N, T]
+    clipped: Callable[[Tensor, Tensor, "LossParams"], Tensor]  # (ratio, adv, params) -> bool [N, T]
+    dual_clip: bool
+
+
+def _ppo_clip_loss(ratio: Tensor, logp: Tensor, adv: Tensor, p: LossParams) -> Tensor:
+    return clipped_surrogate(ratio, adv, p.eps_low, p.eps_high, p.dual_clip)
+
+
+def _ppo_clipped(ratio: Tensor, adv: Tensor, p: LossParams) -> Tensor:
+    """Tokens the clip holds at a bound (their gradient is 0)."""
+    return ((ratio > 1 + p.eps_high) & (adv > 0)) | ((ratio < 1 - p.eps_low) & (adv < 0))
+
+
+def _cispo_loss(ratio: Tensor, logp: Tensor, adv: Tensor, p: LossParams) -> Tensor:
+    return cispo_surrogate(ratio, logp, adv, p.eps_high)
+
+
+def _cispo_clipped(ratio: Tensor, adv: Tensor, p: LossParams) -> Tensor:
+    """Tokens whose IS weight was capped at 1 + eps_high (their gradient is scaled, not 0)."""
+    return ratio > 1 + p.eps_high
+
+
+POLICY_LOSSES.register("ppo_clip")(PolicyLossKind(_ppo_clip_loss, _ppo_clipped, dual_clip=True))
+POLICY_LOSSES.register("cispo")(PolicyLossKind(_cispo_loss, _cispo_clipped, dual_clip=False))
+
+
+def dual_clip_losses() -> list[str]:
+    """The policy losses ``dual_clip`` applies to."""
+    return [name for name in POLICY_LOSSES if POLICY_LOSSES.get(name).dual_clip]
+
+
 def _masked_stats(x: Tensor, mask: Tensor) -> tuple[float, float, float]:
     """(mean, min, max) of ``x`` over masked tokens; NaN when there is none."""
     vals = x[mask]
@@ -142,9 +226,8 @@ def _masked_stats(x: Tensor, mask: Tensor) -> tuple[float, float, float]:
     return vals.mean().item(), vals.min().item(), vals.max().item()
 
 
-def _diagnostics(ratio, adv, mask, cfg, pg_loss, kl, entropy) -> dict[str, float]:
+def _diagnostics(ratio, adv, clipped, mask, cfg, pg_loss, kl, entropy, weights) -> dict[str, float]:
     with torch.no_grad():
-        clipped = ((ratio > 1 + cfg.eps_high) & (adv > 0)) | ((ratio < 1 - cfg.eps_low) & (adv < 0))
         _, rmin, rmax = _masked_stats(ratio, mask)
         stats = {
             "loss/policy": pg_loss.item(),
@@ -159,6 +242,9 @@ def _diagnostics(ratio, adv, mask, cfg, pg_loss, kl, entropy) -> dict[str, float
             stats["loss/kl"] = _masked_stats(kl, mask)[0]
         if entropy is not None:
             stats["loss/entropy"] = _masked_stats(entropy, mask)[0]
+        if weights is not None:
+            stats["loss/is_weight_mean"] = _masked_stats(weights, mask)[0]
+            stats["loss/is_zero_frac"] = _masked_stats((weights == 0).float(), mask)[0]
     return stats
 
 
@@ -174,19 +260,21 @@ def policy_loss(
     entropy: Tensor | None = None,
     token_weights: Tensor | None = None,
 ) -> LossOut:
-    """Clipped surrogate (+ beta * KL to ``ref_logp``, - entropy bonus), aggregated.
+    """The policy loss of ``cfg.policy_loss`` on the ratio of ``cfg.ratio_level`` (+ beta * KL to
+    ``ref_logp``, - entropy bonus), aggregated by ``cfg.loss_agg``.
 
     Shapes: ``logp, old_logp, mask [N, T]``, ``adv [N]`` (one per completion) or ``[N, T]``,
     ``ref_logp, entropy [N, T]`` or None. ``token_weights [N, T]``, when given, multiplies the
-    clipped policy term per token (not the KL). Returns the differentiable scalar and detached
+    policy term per token (not the KL). Returns the differentiable scalar and detached
     float stats: loss/policy, loss/clip_frac, loss/ratio_min, loss/ratio_max, and loss/kl (when
-    ``ref_logp`` is given, whatever ``beta``), loss/entropy (when ``entropy`` is given).
+    ``ref_logp`` is given, whatever ``beta``), loss/entropy (when ``entropy`` is given),
+    loss/is_weight_mean and loss/is_zero_frac (when ``token_weights`` are given).
     """
     adv = _check_inputs(logp, old_logp, adv, mask)
-    aggregate, norm_len = AGGREGATIONS.get(cfg.loss_agg), cfg.norm_len
-    ratio = torch.exp(logp - old_logp.detach())
-    per_token = clipped_surrogate(ratio, adv, cfg.eps_low, cfg.eps_high, cfg.dual_clip)
-    if token_weights is not None:  # e.g. truncated importance sampling weights; the KL term is not weighted
+    aggregate, norm_len, kind = AGGREGATIONS.get(cfg.loss_agg), cfg.norm_len, POLICY_LOSSES.get(cfg.policy_loss)
+    ratio = torch.exp(RATIO_LEVELS.get(cfg.ratio_level)(logp, old_logp.detach(), mask))
+    per_token = kind.per_token(ratio, logp, adv, cfg)
+    if token_weights is not None:  # train/inference mismatch correction (reasoner.mismatch); the KL is not weighted
         per_token = per_token * token_weights.detach()
     pg_loss = aggregate(per_token.detach(), mask, norm_len)
     kl = None
@@ -201,9 +289,8 @@ def policy_loss(
             raise ValueError("entropy_coef > 0 needs the per-token entropy (token_entropy(logits))")
         per_token = per_token - cfg.entropy_coef * entropy
     loss = aggregate(per_token, mask, norm_len)
-    ent = entropy.detach() if entropy is not None else None
-    stats = _diagnostics(ratio.detach(), adv, mask, cfg, pg_loss, None if kl is None else kl.detach(), ent)
-    return LossOut(loss, stats)
+    ratio, detached = ratio.detach(), [None if x is None else x.detach() for x in (kl, entropy, token_weights)]
+    return LossOut(loss, _diagnostics(ratio, adv, kind.clipped(ratio, adv, cfg), mask, cfg, pg_loss, *detached))
 
 
 # --- KL in the reward, adaptive coefficient, entropy, value loss ---------------------------

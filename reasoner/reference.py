@@ -31,7 +31,7 @@ import torch
 from reasoner import distributed, threads
 from reasoner.config import ConfigError
 from reasoner.engine import FAST, Engine
-from reasoner.sampler.vllm import tis_weights
+from reasoner.mismatch import Correction
 from reasoner.types import Rollout
 
 
@@ -48,24 +48,26 @@ def logp_of(model, inputs: tuple[torch.Tensor, ...], temperature: float, engine:
 
 
 class OldLogp:
-    """The "old" log-probs [N, T] of the PPO ratio, and TIS weights [N, T], before the update.
+    """The "old" log-probs [N, T] of the PPO ratio, and mismatch weights [N, T], before the update.
 
     Three policies, chosen once by the build step: reuse (``recompute=False``: one epoch of one
     minibatch, sampled by this very model, makes them equal to the current ones detached: None),
     recompute (an engine such as vLLM computes its own, slightly different, log-probs), and
-    recompute with truncated importance sampling weights capped at ``tis_cap`` (Yao et al. 2025).
+    recompute with a train/inference mismatch ``correction`` (``reasoner.mismatch.Correction``:
+    token- or sequence-level importance weights, truncated or masked) of the sampler's log-probs.
     """
 
-    def __init__(self, model, temperature: float, recompute: bool, tis_cap: float = 0.0, engine: Engine = FAST):
-        self.model, self.temperature, self.recompute, self.tis_cap = model, temperature, recompute, tis_cap
+    def __init__(self, model, temperature: float, recompute: bool, correction: Correction | None = None,
+                 engine: Engine = FAST):
+        self.model, self.temperature, self.recompute, self.correction = model, temperature, recompute, correction
         self.engine = engine
 
     def __call__(self, roll: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.recompute:
             return None, None
         old = logp_of(self.model, rollout_inputs(roll), self.temperature, self.engine)
-        tis = tis_weights(old, roll.logp, roll.completion_mask, self.tis_cap) if self.tis_cap > 0 else None
-        return old, tis
+        weights = None if self.correction is None else self.correction(old, roll.logp, roll.completion_mask)
+        return old, weights
 
 
 class Pending:

@@ -42,7 +42,7 @@ class Run:
     params: SamplingParams  # G completions per problem; the seed is set per step (``sampling``)
     collect: Any  # dynamic.Collector: steps (a)-(c)
     reference: Any  # reference.NoReference / InlineReference / ReferenceProcess
-    old_logp: Callable  # reference.OldLogp: rollout -> (old log-probs or None, TIS weights or None)
+    old_logp: Callable  # reference.OldLogp: rollout -> (old log-probs or None, mismatch weights or None)
     kl: Any  # kl.NoKL / KLInLoss / KLInReward
     advantage: Any  # advantages.GroupAdvantage / critic.CriticAdvantage
     update: UpdateParams
@@ -58,6 +58,7 @@ class Run:
     bad_steps: int = 0
     _bar: Any = None
     _shown_error: bool = False
+    _warned_truncation: bool = False
 
     def sampling(self, step: int) -> SamplingParams:
         """The sampling parameters of a (0-based) step: the run's, with the step's seed on this rank."""
@@ -104,6 +105,8 @@ class Run:
             self._shown_error = report_errors(batch.verdicts, step)
         row = distributed.reduce_metrics({**step_row(step, batch, upd, seconds, G), "kl/beta": self.kl.beta,
                                           "lr": self.opt.lr, **shaped})
+        if self.dd.is_main and not self._warned_truncation:
+            self._warned_truncation = warn_truncation(step, row["length/truncated_frac"], self.params.max_new_tokens)
         self.bad_steps = self.bad_steps + 1 if upd["update/skipped"] else 0
         if self.dd.is_main and r.log_samples_every and (step - 1) % r.log_samples_every == 0:
             log_samples(self.out / "samples.jsonl", step, batch.prompts, batch.roll.texts, batch.scores.tolist(),
@@ -187,6 +190,26 @@ def report_errors(verdicts, step: int) -> bool:
                f"'error' (verify/error_frac in metrics.jsonl, details in samples.jsonl); first: {errors[0].detail}",
                file=sys.stderr)
     return True
+
+
+TRUNCATION_WARN_FRAC = 0.5  # more than this share of a step's completions cut at max_new_tokens: warn (once)
+
+
+def truncation_warning(step: int, truncated_frac: float, max_new_tokens: int) -> str | None:
+    """The one-line warning when more than half of a step's completions hit ``max_new_tokens``; else None."""
+    if not truncated_frac > TRUNCATION_WARN_FRAC:
+        return None
+    return (f"reasoner: warning: step {step}: {truncated_frac:.0%} of the completions hit "
+            f"sampling.max_new_tokens={max_new_tokens} (length/truncated_frac in metrics.jsonl); raise it if answers "
+            f"are being cut off")
+
+
+def warn_truncation(step: int, truncated_frac: float, max_new_tokens: int) -> bool:
+    """Print ``truncation_warning`` if there is one; True when printed (the run warns once)."""
+    msg = truncation_warning(step, truncated_frac, max_new_tokens)
+    if msg is not None:
+        tqdm.write(msg, file=sys.stderr)
+    return msg is not None
 
 
 class Interrupted(KeyboardInterrupt):

@@ -30,12 +30,12 @@ def train(cfg: Config) -> dict:
         batch, shaped = run.collect(step, run.sampling(step), t)  # (a)-(c); dynamic sampling refills groups
         with t("reference"):  # (d)
             ref = t.charged(run.reference.start(batch.roll), "reference")  # [N, T] when called; waits count here
-            old, tis = run.old_logp(batch.roll)
+            old, weights = run.old_logp(batch.roll)  # weights: the engine/trainer mismatch correction, or None
         with t("advantage"):  # (e), less the KL when it sits in the reward
             adv = run.advantage(batch.roll, batch.rewards, run.kl.for_reward(batch.roll, ref))
         with t("update"):  # (f), plus the KL when it sits in the loss
             loss_ref, beta = run.kl.for_loss(ref)
-            upd = ppo_update(run.policy, run.opt, UpdateBatch(batch.roll, adv.adv, old, loss_ref, beta, tis),
+            upd = ppo_update(run.policy, run.opt, UpdateBatch(batch.roll, adv.adv, old, loss_ref, beta, weights),
                              run.update, seeds.shuffle(run.r.seed, step), run.engine)
             upd.update(run.advantage.update(batch.roll, adv))  # the critic's own update, if any
             run.kl.adapt(upd)

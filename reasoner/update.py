@@ -47,7 +47,7 @@ class UpdateBatch:
     ref_logp: Callable[[], torch.Tensor | None] = _no_reference  # gives [N, T] detached, or None (no KL in
     # the loss); called after the policy's first forward, which a reference process overlaps (reasoner.reference)
     beta: float = 0.0  # the KL coefficient in the loss
-    weights: torch.Tensor | None = None  # [N, T] per-token policy-loss weights (TIS correction) or None
+    weights: torch.Tensor | None = None  # [N, T] per-token policy-loss weights (mismatch correction) or None
 
 
 def _pick(x: torch.Tensor | None, idx: torch.Tensor, T: int) -> torch.Tensor | None:

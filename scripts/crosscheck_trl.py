@@ -10,9 +10,12 @@ around a throw-away tiny random model (built from a config, no download) and:
   reward function returns fixed random rewards; its ``advantages`` output is compared with ours.
 * loss: the trainer's own ``_compute_loss`` runs with its log-prob forward replaced by fixed
   random tensors (logp, old logp, ref logp, mask, advantages); the loss value and d loss / d logp
-  are compared with ``reasoner.losses.policy_loss``.
+  are compared with ``reasoner.losses.policy_loss`` for every case of ``loss_cases``: TRL's
+  grpo / bnpo / dr_grpo loss types, their ``importance_sampling_level="sequence"`` (GSPO) and
+  ``loss_type="cispo"``.
 
 Where the definitions differ, the script says so instead of comparing (see DIFFERENCES).
+``tests/test_trl_crosscheck.py`` runs the same cases under pytest (skipped without TRL).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import argparse
 import sys
 import tempfile
 from types import MethodType
+from typing import NamedTuple
 
 import torch
 
@@ -34,6 +38,13 @@ ADV_PAIRS = [  # (trainer, config overrides, our estimator)
 ]
 LOSS_PAIRS = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dr_grpo": "seq_mean_token_sum_norm"}
 DIFFERENCES = [
+    "reinforce_pp_baseline: TRL's scale_rewards='batch' centres by the group mean like it but divides by the "
+    "batch std of the RAW rewards (+ 1e-4); ours divides by the batch std of the centred rewards (+ 1e-6), "
+    "as REINFORCE++-baseline does; not compared.",
+    "cispo: TRL's epsilon_high is the IS weight's upper bound itself (5.0 recommended); ours is 1 + "
+    "algo.eps_high (the cispo preset's eps_high = 4); neither has a lower bound. The cases map one to the other.",
+    "sampling.vllm_is_level / vllm_is_mode (reasoner.mismatch) follow TRL's vllm_importance_sampling_mode, "
+    "which runs only inside TRL's vLLM generation path; tested by hand (tests/test_mismatch.py), not here.",
     "grpo advantages: TRL divides by (std + 1e-4), reasoner by (std + 1e-6) (docs/algorithms.md); "
     "both use the Bessel-corrected std, so the gap is |A| * ~1e-4 / std, not a definition change.",
     "batch_mean / reinforce_pp: TRL's scale_rewards='batch' keeps the GROUP mean and divides by the "
@@ -137,41 +148,103 @@ def ours_loss(b: dict[str, torch.Tensor], params: LossParams, beta: float) -> tu
     return out.loss.item(), logp.grad
 
 
-def check_advantages(args, tmp: str) -> list[tuple[str, float]]:
-    g = torch.Generator().manual_seed(args.seed)
-    n = args.groups * args.group_size
-    rewards = torch.randint(0, 2, (args.groups, args.group_size), generator=g).float()
-    rewards += 0.1 * torch.rand(rewards.shape, generator=g)  # float rewards, distinct within groups
-    rewards[0] = 1.0  # one uniform group (zero std)
-    rows = []
-    for kind, overrides, ours in ADV_PAIRS:
-        trainer = build_trainer(kind, n, args.group_size, 3, tmp, beta=0.0, **overrides)
-        diff = (trl_advantages(trainer, rewards) - ADVANTAGES.get(ours)(rewards)).abs().max().item()
-        rows.append((f"advantage  TRL {kind} {overrides} vs {ours}", diff))
-    # the grpo gap predicted by the epsilons alone: |r - mean| * |1/(s + 1e-6) - 1/(s + 1e-4)|
+class LossCase(NamedTuple):
+    """One loss comparison: TRL GRPOConfig overrides, our LossParams keywords, the KL coefficient."""
+
+    label: str
+    trl: dict
+    ours: dict
+    beta: float
+
+
+def _case(loss_type: str, agg: str, beta: float, ent: float = 0.0, level: str = "token",
+          eps: tuple[float, float] = (0.2, 0.28)) -> LossCase:
+    """TRL's clipped-surrogate loss types (token or sequence ratio) against ours."""
+    label = f"TRL {loss_type:8s} {level:8s} vs {agg:24s} beta={beta} ent={ent} eps={eps[0]}/{eps[1]}"
+    trl = {"loss_type": loss_type, "importance_sampling_level": level, "epsilon": eps[0], "epsilon_high": eps[1]}
+    ours = {"loss_agg": agg, "ratio_level": level, "eps_low": eps[0], "eps_high": eps[1]}
+    return LossCase(label, {**trl, "beta": beta, "entropy_coef": ent}, {**ours, "entropy_coef": ent}, beta)
+
+
+def _cispo_case(bound: float, beta: float, ent: float = 0.0, level: str = "token") -> LossCase:
+    """TRL's cispo (its epsilon_high is the weight's bound) against ours (bound 1 + eps_high, token_mean)."""
+    label = f"TRL cispo    {level:8s} vs cispo token_mean         beta={beta} ent={ent} bound={bound}"
+    trl = {"loss_type": "cispo", "importance_sampling_level": level, "epsilon_high": bound, "beta": beta,
+           "entropy_coef": ent}
+    ours = {"policy_loss": "cispo", "loss_agg": "token_mean", "ratio_level": level, "eps_high": bound - 1.0,
+            "entropy_coef": ent}
+    return LossCase(label, trl, ours, beta)
+
+
+def loss_cases() -> list[LossCase]:
+    """Every compared loss: TRL's grpo / bnpo / dr_grpo (token ratio, and GSPO's sequence ratio) and cispo.
+
+    TRL's entropy bonus is always a token mean, so it is compared only where ours is one (token_mean)."""
+    cases = []
+    for loss_type, agg in LOSS_PAIRS.items():
+        for beta, ent in [(0.0, 0.0), (0.04, 0.0)] + ([(0.04, 0.01)] if agg == "token_mean" else []):
+            cases.append(_case(loss_type, agg, beta, ent))
+        cases.append(_case(loss_type, agg, 0.0, level="sequence"))  # GSPO's ratio under each aggregation
+    cases += [_case("grpo", "seq_mean_token_mean", 0.04, level="sequence"),
+              _case("grpo", "seq_mean_token_mean", 0.0, level="sequence", eps=(3e-4, 4e-4))]  # the gspo preset
+    cases += [_cispo_case(5.0, 0.0), _cispo_case(1.5, 0.0), _cispo_case(1.5, 0.04, 0.01),  # 5.0: the cispo preset
+              _cispo_case(1.5, 0.0, level="sequence")]
+    return cases
+
+
+def compare_loss(case: LossCase, b: dict[str, torch.Tensor], tmp: str, g: int) -> tuple[float, float]:
+    """(|loss difference|, max |d loss / d logp difference|) of one case on the batch ``b``."""
+    n, t = b["mask"].shape
+    trainer = build_trainer("grpo", n, g, t, tmp, use_bias_correction_kl=False, **case.trl)
+    theirs, their_grad = trl_loss(trainer, b)
+    ours, our_grad = ours_loss(b, LossParams(kl_estimator="k3", norm_len=t, **case.ours), case.beta)
+    return abs(theirs - ours), (their_grad - our_grad).abs().max().item()
+
+
+def random_rewards(seed: int, groups: int, group_size: int) -> torch.Tensor:
+    """[B, G] float rewards, distinct within groups, and one uniform group (zero std)."""
+    g = torch.Generator().manual_seed(seed)
+    rewards = torch.randint(0, 2, (groups, group_size), generator=g).float()
+    rewards += 0.1 * torch.rand(rewards.shape, generator=g)
+    rewards[0] = 1.0
+    return rewards
+
+
+def compare_advantages(kind: str, overrides: dict, ours: str, rewards: torch.Tensor, tmp: str) -> float:
+    """Max |TRL's advantages - ours| for one ADV_PAIRS entry."""
+    trainer = build_trainer(kind, rewards.numel(), rewards.shape[1], 3, tmp, beta=0.0, **overrides)
+    return (trl_advantages(trainer, rewards) - ADVANTAGES.get(ours)(rewards)).abs().max().item()
+
+
+def grpo_epsilon_gap(rewards: torch.Tensor) -> float:
+    """The grpo gap the 1e-6 vs 1e-4 epsilon alone predicts: max |r - mean| * (1/(s + 1e-6) - 1/(s + 1e-4))."""
     std = rewards.std(dim=1, keepdim=True)
-    gap = ADVANTAGES.get("dr_grpo")(rewards).abs() * (1 / (std + 1e-6) - 1 / (std + 1e-4))
-    print(f"(grpo: the 1e-6 vs 1e-4 epsilon alone predicts a max gap of {gap.max().item():.3e})")
+    return (ADVANTAGES.get("dr_grpo")(rewards).abs() * (1 / (std + 1e-6) - 1 / (std + 1e-4))).max().item()
+
+
+def check_advantages(args, tmp: str) -> list[tuple[str, float]]:
+    rewards = random_rewards(args.seed, args.groups, args.group_size)
+    rows = [(f"advantage  TRL {kind} {overrides} vs {ours}", compare_advantages(kind, overrides, ours, rewards, tmp))
+            for kind, overrides, ours in ADV_PAIRS]
+    print(f"(grpo: the 1e-6 vs 1e-4 epsilon alone predicts a max gap of {grpo_epsilon_gap(rewards):.3e})")
     return rows
 
 
 def check_losses(args, tmp: str) -> list[tuple[str, float]]:
     g = torch.Generator().manual_seed(args.seed + 1)
-    n, t = args.groups * args.group_size, args.tokens
-    b = random_batch(n, t, g)
+    b = random_batch(args.groups * args.group_size, args.tokens, g)
     rows = []
-    for loss_type, agg in LOSS_PAIRS.items():
-        for beta, ent in [(0.0, 0.0), (0.04, 0.0)] + ([(0.04, 0.01)] if agg == "token_mean" else []):
-            trainer = build_trainer("grpo", n, args.group_size, t, tmp, loss_type=loss_type, beta=beta,
-                                    epsilon=0.2, epsilon_high=0.28, entropy_coef=ent,
-                                    use_bias_correction_kl=False)
-            params = LossParams(loss_agg=agg, kl_estimator="k3", eps_low=0.2, eps_high=0.28, entropy_coef=ent, norm_len=t)
-            theirs, their_grad = trl_loss(trainer, b)
-            ours, our_grad = ours_loss(b, params, beta)
-            label = f"loss       TRL {loss_type:8s} vs {agg:24s} beta={beta} ent={ent}"
-            rows.append((label + " value", abs(theirs - ours)))
-            rows.append((label + " d/dlogp", (their_grad - our_grad).abs().max().item()))
+    for case in loss_cases():
+        value, grad = compare_loss(case, b, tmp, args.group_size)
+        rows += [(f"loss       {case.label} value", value), (f"loss       {case.label} d/dlogp", grad)]
     return rows
+
+
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print("trl is not installed: `pip install trl` (benchmark-only) to run this cross-check.")
         return 2
     torch.manual_seed(args.seed)
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    quiet_transformers()
     print(f"torch {torch.__version__}, trl {trl.__version__}; B={args.groups} G={args.group_size} T={args.tokens}")
     with tempfile.TemporaryDirectory() as tmp:
         save_tiny_model(tmp)

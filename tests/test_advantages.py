@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from reasoner.advantages import ADVANTAGES, frac_zero_std_groups, gae
 
 # What each estimator promises about its mean (every registered name must be listed here).
-GROUP_ZERO_MEAN = {"grpo", "dr_grpo", "rloo"}
+GROUP_ZERO_MEAN = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
 BATCH_ZERO_MEAN = {"batch_mean", "reinforce_pp"}
 
 
@@ -50,6 +50,18 @@ def test_reinforce_pp_normalises_with_batch_statistics():
     assert_close(adv("reinforce_pp", [[1, 0], [1, 1]]), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_reinforce_pp_baseline_centres_per_group_and_scales_by_the_batch():
+    # groups [1,0,0,1] and [1,1,1,0]: centred by their own means .5 and .75 ->
+    #   c = [.5,-.5,-.5,.5, .25,.25,.25,-.75]; batch mean of c = 0; sum c^2 = 4*.25 + 3*.0625 + .5625 = 1.75;
+    #   sample var 1.75 / 7 = .25 -> std .5 -> adv = c / .5 = [1,-1,-1,1, .5,.5,.5,-1.5] (up to the 1e-6)
+    # grpo would scale each group by its own std (3**-.5 and .5); reinforce_pp centres by the batch mean .625
+    expected = torch.tensor([[1.0, -1.0, -1.0, 1.0], [0.5, 0.5, 0.5, -1.5]])
+    assert_close(adv("reinforce_pp_baseline", [[1, 0, 0, 1], [1, 1, 1, 0]]), expected, atol=1e-5, rtol=1e-5)
+    # a uniform group adds nothing to the std: [2,2] beside [1,0] -> c = [0,0,.5,-.5], var = .5/3
+    a = 0.5 / ((0.5 / 3) ** 0.5 + 1e-6)
+    assert_close(adv("reinforce_pp_baseline", [[2, 2], [1, 0]]), torch.tensor([[0.0, 0.0], [a, -a]]))
+
+
 def test_every_estimator_declares_its_mean_promise():
     assert set(ADVANTAGES.names()) == GROUP_ZERO_MEAN | BATCH_ZERO_MEAN
 
@@ -88,7 +100,7 @@ def test_estimator_rejects_bad_rewards(name):
 def test_unknown_estimator_lists_valid_names():
     with pytest.raises(KeyError) as err:
         ADVANTAGES.get("ppo_magic")
-    for name in ("grpo", "dr_grpo", "rloo", "batch_mean", "reinforce_pp"):
+    for name in ("grpo", "dr_grpo", "rloo", "batch_mean", "reinforce_pp", "reinforce_pp_baseline"):
         assert name in str(err.value)
 
 

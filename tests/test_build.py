@@ -98,3 +98,52 @@ def test_timer_charges_a_wait_to_the_section_it_belongs_to():
     # the update's block ran >= 50 ms, all of it waiting: the wait is the reference's
     assert t.seconds["reference"] >= 0.05 and t.seconds["update"] < 0.02
     assert math.isclose(sum(t.seconds.values()), t.seconds["reference"] + t.seconds["update"])
+
+
+class _FixedLogp:
+    """An engine whose log-probs are a fixed tensor (the trainer's "old" log-probs)."""
+
+    lean = False
+
+    def __init__(self, logp):
+        self.value = logp
+
+    def logp(self, model, pids, pmask, cids, cmask, temperature=1.0, **kw):
+        return self.value, None
+
+    def sized(self, model, tokens):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_old_logp_policy_and_mismatch_correction_are_picked_once():
+    from reasoner.build import _old_logp
+    from reasoner.config import load_config
+    from reasoner.mismatch import IS_LEVELS
+
+    # the trainer's own sampler, one epoch of one minibatch: reuse (nothing to compute, no weights)
+    assert _old_logp(None, load_config(None, []), _FixedLogp(None))(None) == (None, None)
+    # minibatches > 1: recompute, but no correction (this very model sampled)
+    assert _old_logp(None, load_config(None, ["algo.minibatches=2"]), _FixedLogp(None)).correction is None
+    # engine rollouts: recompute with the sequence-level masked weights
+    # trainer - sampler: row 0 [.5, -1] -> e^-.5 = .606531 < 1/1.5: masked; row 1 [.2, .1] -> e^.3 = 1.349859
+    trainer = torch.tensor([[-1.0, -2.0], [-1.0, -1.0]])
+    cfg = load_config(None, ["sampling.backend=vllm", "sampling.vllm_tis_cap=1.5", "sampling.vllm_is_level=sequence",
+                             "sampling.vllm_is_mode=mask"])
+    old_logp = _old_logp(None, cfg, _FixedLogp(trainer))
+    assert old_logp.correction.level is IS_LEVELS.get("sequence")
+    roll = _roll([[-1.5, -1.0], [-1.2, -1.1]], [[True, True], [True, True]])
+    old, weights = old_logp(roll)
+    assert old is trainer
+    assert_close(weights, torch.tensor([[0.0, 0.0], [math.exp(0.3)] * 2]))
+
+
+def test_truncation_warning_names_the_key_once_past_half(capsys):
+    from reasoner.run import truncation_warning, warn_truncation
+
+    assert truncation_warning(3, 0.5, 16) is None  # half is not more than half
+    msg = truncation_warning(3, 0.75, 16)
+    assert "sampling.max_new_tokens=16" in msg and "75%" in msg and "step 3" in msg and "\n" not in msg
+    assert warn_truncation(3, 0.75, 16) and not warn_truncation(4, 0.25, 16)
+    assert capsys.readouterr().err.count("sampling.max_new_tokens=16") == 1

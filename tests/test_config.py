@@ -31,7 +31,7 @@ def test_yaml_then_overrides(tmp_path):
     ("algo.advantage=ppo", "algo.advantage='ppo' is not valid; choose one of: batch_mean, dr_grpo, grpo"),
     ("algo.loss_agg=sum", "choose one of: seq_mean_token_mean, seq_mean_token_sum_norm, token_mean"),
     ("algo.kl_estimator=k4", "choose one of: k1, k2, k3"),
-    ("algo.preset=ppo2", "unknown preset 'ppo2'; valid choices: dapo, dr_grpo, grpo, justrl, rloo"),
+    ("algo.preset=ppo2", "unknown preset 'ppo2'; valid choices: cispo, dapo, dr_grpo, grpo, gspo, justrl, rloo"),
     ("run.steps=many", "run.steps: expected int, got 'many'"),
     ("sampling.group_size=0", "sampling.group_size=0 must be >= 1"),
     ("sampling.top_p=1.5", "sampling.top_p=1.5 must be in (0, 1]"),

@@ -323,3 +323,127 @@ def test_token_weights_scale_only_the_policy_term():
     out = policy_loss(logp, logp, torch.tensor([1.0]), mask, params, ref_logp=ref, beta=0.2,
                       token_weights=torch.tensor([[0.5, 2.0]]))
     torch.testing.assert_close(out.loss, torch.tensor(-1.21))
+
+
+# --- GSPO: the sequence-level ratio (Zheng et al. 2025) ------------------------------------------
+
+# Two rows, old_logp 0, so logp is the log ratio; row 0 has 2 real tokens (pads 3.0 are ignored),
+# row 1 has 4. A = [+1, -1], eps .2/.2, seq_mean_token_mean over 2 rows.
+GSPO_LOGP = [[LN(1.21), 0.0, 3.0, 3.0], [LN(0.25), 0.0, 0.0, 0.0]]
+GSPO_MASK = [[True, True, False, False], [True, True, True, True]]
+
+
+def test_sequence_ratio_is_the_length_normalised_sequence_ratio():
+    # row 0: s = exp((ln 1.21 + 0) / 2) = 1.1; row 1: s = exp(ln .25 / 4) = .25 ** .25 = 0.707107;
+    # every token of a row gets its row's ratio; a row without real tokens gets 1 (log ratio 0)
+    from reasoner.losses import RATIO_LEVELS
+
+    log_s = RATIO_LEVELS.get("sequence")(T(GSPO_LOGP + [[9.0] * 4]), torch.zeros(3, 4),
+                                         T(GSPO_MASK + [[False] * 4]))
+    assert_close(log_s.exp(), T([[1.1] * 4, [0.25 ** 0.25] * 4, [1.0] * 4]))
+
+
+def test_gspo_clips_and_differentiates_per_sequence():
+    # row 0: s = 1.1 < 1.2 unclipped -> loss -1.1; d(-s)/dlogp_t = -s * (1/|y|) = -.55 per real token,
+    #        / 2 rows = -.275 (the pads: 0)
+    # row 1: s = .707107 < .8 with A = -1 -> clipped: loss -min(-.707107, -.8) = .8, gradient 0
+    # loss = (-1.1 + .8) / 2 = -.15; clip_frac over the 6 real tokens = 4/6
+    out, grad = run(GSPO_LOGP, [[0.0] * 4] * 2, [1.0, -1.0], GSPO_MASK,
+                    c=cfg(loss_agg="seq_mean_token_mean", ratio_level="sequence"))
+    assert_close(out.loss, T(-0.15))
+    assert_close(grad, T([[-0.275, -0.275, 0.0, 0.0], [0.0] * 4]))
+    assert out.stats["loss/clip_frac"] == pytest.approx(4 / 6)
+    assert out.stats["loss/ratio_min"] == pytest.approx(0.25 ** 0.25, rel=1e-5)
+    assert out.stats["loss/ratio_max"] == pytest.approx(1.1, rel=1e-5)
+
+
+def test_token_ratio_on_the_same_rows_differs():
+    # token level on the same tensors: row 0 ratios [1.21, 1]: 1.21 clipped at 1.2 (grad 0), 1 -> -1
+    #   (grad -1/2 per row mean, /2 rows = -.25); row mean -1.1
+    # row 1 ratios [.25, 1, 1, 1], A = -1: .25 clipped at .8 (loss .8, grad 0), the others loss 1 and
+    #   grad +1/4/2 = .125; row mean (.8 + 3) / 4 = .95.  loss = (-1.1 + .95) / 2 = -.075
+    out, grad = run(GSPO_LOGP, [[0.0] * 4] * 2, [1.0, -1.0], GSPO_MASK, c=cfg(loss_agg="seq_mean_token_mean"))
+    assert_close(out.loss, T(-0.075))
+    assert_close(grad, T([[0.0, -0.25, 0.0, 0.0], [0.0, 0.125, 0.125, 0.125]]))
+
+
+@pytest.mark.parametrize("agg", ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])
+def test_on_policy_sequence_and_token_ratios_give_the_same_loss_and_gradient(agg):
+    # ratio 1 everywhere: each token's gradient is -A / its aggregation weight, whatever the level
+    g = torch.Generator().manual_seed(0)
+    lp = -torch.rand(4, 5, generator=g)
+    mask = torch.arange(5)[None] < torch.tensor([5, 1, 3, 2])[:, None]
+    adv = torch.randn(4, generator=g)
+    got = []
+    for level in ("token", "sequence"):
+        x = lp.clone().requires_grad_(True)
+        out = policy_loss(x, x.detach(), adv, mask, LossParams(loss_agg=agg, norm_len=5, ratio_level=level))
+        out.loss.backward()
+        got.append((out.loss.detach(), x.grad))
+    assert_close(got[0][0], got[1][0])
+    assert_close(got[0][1], got[1][1])
+
+
+# --- CISPO: clipped, detached IS weight times the log-prob (MiniMax-M1, Chen et al. 2025) -------------
+
+
+def test_cispo_by_hand():
+    # one row, 3 tokens, per-token A = [+1, +1, -1], eps_high .5 (weight bound 1.5), token_mean:
+    #   t0: logp ln .5, old ln .25 -> rho 2 -> w = min(2, 1.5) = 1.5; loss -1.5 * 1 * ln .5 = 1.039721
+    #   t1: logp = old = ln .5   -> w 1;                        loss -1 * 1 * ln .5 = 0.693147
+    #   t2: logp ln .2, old ln .8 -> rho .25 (no lower bound) -> w .25; loss -.25 * -1 * ln .2 = -0.402359
+    #   loss = (1.039721 + 0.693147 - 0.402359) / 3 = 0.443503
+    #   d/dlogp_t = -w_t A_t / 3 = [-.5, -.333333, .083333] (w is detached); clip_frac 1/3 (t0)
+    logp, old = [[LN(0.5), LN(0.5), LN(0.2)]], [[LN(0.25), LN(0.5), LN(0.8)]]
+    out, grad = run(logp, old, [[1.0, 1.0, -1.0]], c=cfg(policy_loss="cispo", eps_high=0.5))
+    assert_close(out.loss, T(0.443503), atol=1e-6, rtol=1e-6)
+    assert_close(grad, T([[-0.5, -1 / 3, 0.25 / 3]]))
+    assert out.stats["loss/clip_frac"] == pytest.approx(1 / 3)
+    # the clipped surrogate zeroes t0 (rho 2 > 1.2, A > 0) and t2 (rho .25 < .8, A < 0); t1: -1/3
+    _, ppo_grad = run(logp, old, [[1.0, 1.0, -1.0]], c=cfg(eps_high=0.5))
+    assert_close(ppo_grad, T([[0.0, -1 / 3, 0.0]]))
+
+
+def test_cispo_on_policy_gradient_equals_the_clipped_surrogate():
+    # rho = 1: d/dlogp of -sg(1) A logp is -A, of -rho A is -rho A = -A
+    g = torch.Generator().manual_seed(1)
+    lp, adv = -torch.rand(3, 4, generator=g), torch.randn(3, generator=g)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    grads = []
+    for kind in ("ppo_clip", "cispo"):
+        x = lp.clone().requires_grad_(True)
+        policy_loss(x, x.detach(), adv, mask, LossParams(loss_agg="token_mean", policy_loss=kind)).loss.backward()
+        grads.append(x.grad)
+    assert_close(grads[0], grads[1])
+
+
+def test_cispo_with_sequence_ratio_uses_one_weight_per_row():
+    # row of 2 tokens, logp - old = [ln 4, 0] -> s = exp(ln 4 / 2) = 2, bound 1.5 -> w 1.5 on both;
+    # A = 1, token_mean: d/dlogp = -1.5 / 2 = -.75 each
+    _, grad = run([[LN(0.4), LN(0.3)]], [[LN(0.1), LN(0.3)]], [1.0],
+                  c=cfg(policy_loss="cispo", ratio_level="sequence", eps_high=0.5))
+    assert_close(grad, T([[-0.75, -0.75]]))
+
+
+def test_dual_clip_needs_the_clipped_surrogate():
+    with pytest.raises(ValueError, match="ppo_clip"):
+        LossParams(policy_loss="cispo", dual_clip=3.0)
+    with pytest.raises(ConfigError, match="algo.dual_clip"):
+        load_config(None, ["algo.policy_loss=cispo", "algo.dual_clip=3"])
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("algo.policy_loss=ppo", "choose one of: cispo, ppo_clip"),
+    ("algo.ratio_level=word", "choose one of: sequence, token"),
+])
+def test_unknown_loss_kind_or_ratio_level_lists_the_choices(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(None, [override])
+
+
+def test_token_weights_are_reported():
+    # weights [.5, 0] on two real tokens: mean .25, one of two is 0
+    out = policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2, dtype=torch.bool),
+                      LossParams(norm_len=2), token_weights=T([[0.5, 0.0]]))
+    assert out.stats["loss/is_weight_mean"] == pytest.approx(0.25)
+    assert out.stats["loss/is_zero_frac"] == pytest.approx(0.5)

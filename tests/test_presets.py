@@ -22,6 +22,13 @@ EXPECTED = {
     "rloo": {"advantage": "rloo", "kl_estimator": "k3", "kl_in": "loss"},
     # JustRL: clip 0.2/0.28, no KL, no length penalty, no dynamic sampling, constant lr
     "justrl": {"beta": 0.0, "eps_low": 0.2, "eps_high": 0.28, "overlong": "none", "dynamic_sampling": False},
+    # GSPO (v2, sec. 5.1): sequence-level ratio clipped at 3e-4 / 4e-4, 4 minibatches per rollout, no KL,
+    # per-sequence mean (TRL: loss_type="grpo", importance_sampling_level="sequence")
+    "gspo": {"advantage": "grpo", "policy_loss": "ppo_clip", "ratio_level": "sequence",
+             "loss_agg": "seq_mean_token_mean", "beta": 0.0, "eps_low": 3e-4, "eps_high": 4e-4, "minibatches": 4},
+    # CISPO (MiniMax-M1): detached IS weight bounded above only (TRL/ScaleRL bound 5 = 1 + 4), token mean, no KL
+    "cispo": {"advantage": "grpo", "policy_loss": "cispo", "ratio_level": "token", "loss_agg": "token_mean",
+              "beta": 0.0, "eps_high": 4.0},
 }
 
 
@@ -65,7 +72,7 @@ def test_explicit_user_values_win(name, tmp_path):
 
 
 def test_unknown_preset_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="dapo, dr_grpo, grpo, justrl, rloo"):
+    with pytest.raises(ConfigError, match="cispo, dapo, dr_grpo, grpo, gspo, justrl, rloo"):
         load_config(None, ["algo.preset=ppo9"])
 
 

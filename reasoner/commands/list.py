@@ -12,14 +12,19 @@ def registries() -> dict[str, list[str]]:
     from reasoner import verifiers
     from reasoner.config import advantage_names
     from reasoner.data import DATASETS
-    from reasoner.losses import AGGREGATIONS, KL_ESTIMATORS
+    from reasoner.losses import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS
+    from reasoner.mismatch import IS_LEVELS, IS_MODES
     from reasoner.presets import PRESETS
     from reasoner.rewards import REWARDS
 
     return {"verifiers": verifiers.names(), "advantage estimators (algo.advantage)": advantage_names(),
+            "policy losses (algo.policy_loss)": POLICY_LOSSES.names(),
+            "ratio levels (algo.ratio_level)": RATIO_LEVELS.names(),
             "loss aggregation (algo.loss_agg)": AGGREGATIONS.names(),
             "KL estimators (algo.kl_estimator)": KL_ESTIMATORS.names(), "presets (algo.preset)": PRESETS.names(),
             "extra reward functions (algo.reward_weights)": REWARDS.names(),
+            "mismatch weight levels (sampling.vllm_is_level)": IS_LEVELS.names(),
+            "mismatch weight modes (sampling.vllm_is_mode)": IS_MODES.names(),
             "named datasets (data.train / data.eval)": DATASETS.names()}
 
 

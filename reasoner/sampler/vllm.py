@@ -15,7 +15,9 @@
   (first push and every ``check_every`` pushes) that the engine scores a greedy probe like the
   trainer does, so a silently stale engine fails loudly;
 * ``tis_weights`` is the truncated importance sampling correction (Yao et al. 2025) for the
-  remaining engine/trainer log-prob mismatch, enabled by ``sampling.vllm_tis_cap > 0``.
+  remaining engine/trainer log-prob mismatch, enabled by ``sampling.vllm_tis_cap > 1``; the
+  sequence-level and masked variants (``sampling.vllm_is_level``, ``sampling.vllm_is_mode``) are in
+  ``reasoner.mismatch``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
+from reasoner.mismatch import is_weights, token_log_weight, truncate
 from reasoner.sampler import SamplingParams
 from reasoner.types import Rollout
 
@@ -115,15 +118,10 @@ def tis_weights(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: to
 
     trainer_logp: [N, T] log-probs of the sampled tokens under the trainer's model before the
     update ("old"); sampler_logp: [N, T] the same under the engine that sampled them. The
-    policy-gradient term of each token is multiplied by its weight (detached). cap > 0.
+    policy-gradient term of each token is multiplied by its weight (detached). cap > 0. The
+    token/truncate case of ``reasoner.mismatch.is_weights`` (which also has sequence level and masking).
     """
-    if cap <= 0:
-        raise ValueError(f"tis cap must be > 0, got {cap}")
-    if trainer_logp.shape != sampler_logp.shape or trainer_logp.shape != mask.shape:
-        raise ValueError(f"shapes differ: trainer {tuple(trainer_logp.shape)}, sampler "
-                         f"{tuple(sampler_logp.shape)}, mask {tuple(mask.shape)}")
-    diff = (trainer_logp.detach().float() - sampler_logp.detach().float()).masked_fill(~mask.bool(), 0.0)
-    return torch.exp(diff).clamp(max=cap) * mask.float()
+    return is_weights(trainer_logp, sampler_logp, mask, cap, token_log_weight, truncate)
 
 
 def probe_gap(engine_logp: list[float], trainer_logp: torch.Tensor) -> float:
