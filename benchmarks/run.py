@@ -35,8 +35,11 @@ class EvalResult:
 def evaluate(sampler: Any, problems: Sequence[Problem], prompts: Sequence[str], *, n: int = 1,
              temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 256, seed: int = 0,
              k_list: Sequence[int] | None = None, batch_size: int = 64,
-             equivalent: Equivalent | None = None) -> EvalResult:
-    """Sample ``n`` completions per problem (``temperature=0``: greedy), score them, aggregate."""
+             equivalent: Equivalent | None = None, top_k: int = 0, min_p: float = 0.0,
+             stop: Sequence[str] = ()) -> EvalResult:
+    """Sample ``n`` completions per problem (``temperature=0``: greedy), score them, aggregate.
+
+    top_k, min_p, stop: as ``SamplingParams`` (off by default); stop strings end greedy completions too."""
     if len(problems) != len(prompts) or not problems:
         raise ValueError(f"need as many prompts as problems (> 0), got {len(prompts)} and {len(problems)}")
     per_call = max(1, batch_size // n)
@@ -45,7 +48,7 @@ def evaluate(sampler: Any, problems: Sequence[Problem], prompts: Sequence[str], 
     for start in range(0, len(problems), per_call):
         chunk = list(problems[start:start + per_call])
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=seeds.sampling(seed, start))
+                                seed=seeds.sampling(seed, start), top_k=top_k, min_p=min_p, stop=tuple(stop))
         t0 = time.perf_counter()
         roll = sampler.generate(list(prompts[start:start + per_call]), params)
         t1 = time.perf_counter()
@@ -264,15 +267,19 @@ class TrainingEval:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0  # run.seed
+    top_k: int = 0  # sampling.top_k, sampling.min_p: the sampled passes' processing, as in training
+    min_p: float = 0.0
+    stop: tuple[str, ...] = ()  # sampling.stop: ends the greedy and the sampled completions alike
 
     def _greedy(self, problems, prompts) -> float:
-        return evaluate(self.sampler, problems, prompts, n=1, temperature=0.0,
-                        max_new_tokens=self.max_new_tokens).metrics["accuracy"]
+        return evaluate(self.sampler, problems, prompts, n=1, temperature=0.0, max_new_tokens=self.max_new_tokens,
+                        stop=self.stop).metrics["accuracy"]
 
     def _sampled(self, problems, prompts, step: int, **kw) -> dict[str, float]:
         n = self.samples
         return evaluate(self.sampler, problems, prompts, n=n, temperature=self.temperature, top_p=self.top_p,
-                        max_new_tokens=self.max_new_tokens, seed=seeds.eval_sampling(self.seed, step), **kw).metrics
+                        max_new_tokens=self.max_new_tokens, seed=seeds.eval_sampling(self.seed, step),
+                        top_k=self.top_k, min_p=self.min_p, stop=self.stop, **kw).metrics
 
     def __call__(self, step: int) -> dict[str, float]:
         row = {"eval/accuracy": self._greedy(*self.heldout)}

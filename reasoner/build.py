@@ -19,7 +19,7 @@ from reasoner.benchmarks.run import TrainingEval
 from reasoner.benchmarks.suites import load_suite, resolve_suite
 from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, runtime
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
-from reasoner.config import Config, ConfigError, save_config
+from reasoner.config import Config, ConfigError, SamplingConfig, save_config
 from reasoner.critic import Critic, CriticAdvantage, CriticParams
 from reasoner.data.overlap import warn_overlap
 from reasoner.dynamic import Collector
@@ -60,7 +60,7 @@ def build(cfg: Config) -> Run:
     a, s = cfg.algo, cfg.sampling
     return Run(
         r=cfg.run, out=out, dd=dd, device=device, sharded=is_sharded, model=model, policy=policy, tok=tok, prec=prec,
-        sampler=sampler, params=SamplingParams(s.group_size, s.temperature, s.top_p, s.max_new_tokens),
+        sampler=sampler, params=sampling_params(s),
         collect=Collector(stream, render, sampler, a, cfg.run.batch_size, cfg.run.steps,
                           a.max_sampling_tries if a.dynamic_sampling else 0),
         reference=reference, old_logp=_old_logp(model, cfg, eng), advantage=advantage, engine=eng,
@@ -68,8 +68,15 @@ def build(cfg: Config) -> Run:
         opt=Optimizer(model, cfg.optim, cfg.run.steps, master=prec.master),  # AdamW + schedule, fp32 masters
         evaluate=TrainingEval(sampler, (eval_set, [render(p) for p in eval_set]),
                               {k: (v, data.render_all(v, tok, cfg.data)) for k, v in suites.items()}, s.max_new_tokens,
-                              cfg.run.eval_samples, s.temperature, s.top_p, cfg.run.seed),
+                              cfg.run.eval_samples, s.temperature, s.top_p, cfg.run.seed,
+                              top_k=s.top_k, min_p=s.min_p, stop=tuple(s.stop)),
         log=distributed.metrics_log(out), isolation=isolation, n_eval=len(eval_set), stop=stop)
+
+
+def sampling_params(s: SamplingConfig) -> SamplingParams:
+    """The run's sampling parameters from ``sampling.*`` (the seed is set per step: ``Run.sampling``)."""
+    return SamplingParams(n=s.group_size, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                          top_k=s.top_k, min_p=s.min_p, stop=tuple(s.stop))
 
 
 def _setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo, bool]:
@@ -125,9 +132,11 @@ def _advantage_stage(model, algo, optim, group_size: int, world: int, eng: engin
 
 
 def _old_logp(model, cfg: Config, eng: engine.Engine) -> OldLogp:
-    """Reuse the sampler's log-probs when this very model sampled and one epoch of one minibatch
-    makes them equal to the current ones; recompute them otherwise (vLLM), with the mismatch
-    correction of ``sampling.vllm_tis_cap`` / ``vllm_is_level`` / ``vllm_is_mode`` for engine rollouts."""
+    """Reuse (old = the current log-probs, detached) when this very model sampled and one epoch of one
+    minibatch makes them equal; recompute them otherwise (vLLM), with the mismatch correction of
+    ``sampling.vllm_tis_cap`` / ``vllm_is_level`` / ``vllm_is_mode`` for engine rollouts. The ratio is
+    between the trainer's tempered distributions; the sampler's own log-probs (renormalised after
+    top_k/min_p/top_p) serve the KL-in-reward estimate and the mismatch weights."""
     exact = cfg.sampling.backend == "transformers"
     reuse = exact and cfg.algo.ppo_epochs * cfg.algo.minibatches == 1
     return OldLogp(model, cfg.sampling.temperature, not reuse, None if exact else Correction.of(cfg.sampling), eng)

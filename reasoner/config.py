@@ -56,7 +56,10 @@ class SamplingConfig:
     backend: str = "transformers"  # transformers | vllm
     group_size: int = 8  # G completions per problem
     temperature: float = 1.0
-    top_p: float = 1.0
+    top_p: float = 1.0  # keep the most likely tokens whose mass reaches top_p; 1 = off
+    top_k: int = 0  # keep the k most likely tokens; 0 = off
+    min_p: float = 0.0  # keep tokens with probability >= min_p * the largest; 0 = off
+    stop: list[str] = field(default_factory=list)  # a completion ends at one (text cut before it); CLI: a,b or JSON
     max_new_tokens: int = 16
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tis_cap: float = 0.0  # 0 = off, > 1: engine/trainer mismatch correction with this cap (reasoner.mismatch)
@@ -189,7 +192,7 @@ CHOICES: dict[str, Any] = {
 }
 POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
             "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries")
-NON_NEGATIVE = ("algo.beta", "optim.lr", "sampling.temperature", "run.steps", "run.eval_every",
+NON_NEGATIVE = ("algo.beta", "optim.lr", "sampling.temperature", "sampling.top_k", "run.steps", "run.eval_every",
                 "optim.grad_clip", "algo.entropy_coef", "algo.eps_low", "algo.eps_high", "algo.critic_lr",
                 "algo.value_clip")
 
@@ -201,6 +204,8 @@ def _fields(obj: Any) -> dict[str, Any]:
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Turn a YAML value or a command-line string into the field's type."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and args == (str,):
+        return _strings(key, value)
     if isinstance(value, str) and hint is not str:
         if value.lower() in ("none", "null") and type(None) in args:
             return None
@@ -236,6 +241,24 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {getattr(base, '__name__', base)}, got {value!r}") from None
     return value
+
+
+def _strings(key: str, value: Any) -> list[str]:
+    """A list of strings: a YAML list, or one string: a JSON/YAML list ``["a", "b"]`` or ``a,b``
+    split at its commas ("" and ``[]``: none)."""
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
+        else:
+            value = [v for v in value.split(",") if v]
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    return list(value)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -295,6 +318,10 @@ def validate(cfg: Config) -> Config:
                           "truncated at the cap, or masked outside [1/cap, cap])")
     if not 0 < cfg.sampling.top_p <= 1:
         raise ConfigError(f"sampling.top_p={cfg.sampling.top_p!r} must be in (0, 1]")
+    if not 0 <= cfg.sampling.min_p < 1:
+        raise ConfigError(f"sampling.min_p={cfg.sampling.min_p!r} must be in [0, 1)")
+    if not all(cfg.sampling.stop):
+        raise ConfigError(f"sampling.stop={cfg.sampling.stop!r}: an empty stop string would end every completion")
     from reasoner.rewards import check_weights
 
     try:

@@ -40,7 +40,8 @@ def completion_logp(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, 
     The entropy carries no gradient unless ``entropy_grad`` (an entropy bonus in the loss).
 
     prompt_ids/prompt_mask: [N, P] left padded; completion_ids/completion_mask: [N, T].
-    Logits are divided by the sampling temperature, matching the sampler's log-probs.
+    Logits are divided by the sampling temperature, matching the sampler's log-probs when sampling
+    truncates nothing (sampling.top_k, min_p, top_p off; else the sampler's are renormalised over the kept tokens).
     Positions outside completion_mask get log-prob 0 and entropy 0.
     """
     parts = split_head(model)  # (backbone, head), or None: the model's own logits

@@ -27,7 +27,7 @@ class UpdateParams:
     epochs: int = 1  # algo.ppo_epochs
     minibatches: int = 1  # algo.minibatches
     grad_accum: int = 1  # optim.grad_accum: micro-batches per minibatch
-    temperature: float = 1.0  # sampling.temperature: log-probs of the tempered distribution, as sampled
+    temperature: float = 1.0  # sampling.temperature: log-probs of the tempered distribution (before top_k/min_p/top_p)
     mask_truncated: bool = False  # algo.overlong=mask: truncated completions leave the loss
 
     @classmethod

@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reasoner import data, runtime  # noqa: E402
+from reasoner.build import sampling_params  # noqa: E402
 from reasoner.config import Config, load_config  # noqa: E402
 from reasoner.logprobs import completion_logp  # noqa: E402
 from reasoner.losses import KL_ESTIMATORS  # noqa: E402
 from reasoner.models import load_model  # noqa: E402
 from reasoner.presets import PRESETS  # noqa: E402
-from reasoner.sampler import SamplingParams  # noqa: E402
 from reasoner.sampler.transformers import TransformersSampler  # noqa: E402
 from reasoner.trainer import train  # noqa: E402
 
@@ -61,8 +61,7 @@ def kl_drift(cfg: Config, final_dir: Path, n_prompts: int, group: int) -> float:
     final, _ = load_model(replace(cfg.model, name=str(final_dir)), device=str(device), kinds=cfg.data.synthetic_kinds)
     problems = data.load_problems(cfg.data.eval, cfg.data.eval_split, cfg.data)[:n_prompts]
     prompts = [data.render(p, tok, cfg.data) for p in problems]
-    params = SamplingParams(n=group, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                            max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.run.seed)
+    params = replace(sampling_params(cfg.sampling), n=group, seed=cfg.run.seed)
     roll = TransformersSampler(final, tok, device=device).generate(prompts, params)
     args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask, cfg.sampling.temperature)
     logp_final, logp_start = completion_logp(final, *args)[0], completion_logp(start, *args)[0]

@@ -3,6 +3,8 @@
 The decode loop is ours rather than ``model.generate`` so that the prompt is encoded once
 per problem (its KV cache repeated for the G samples), the sampled tokens' log-probs come
 out of the same softmax that drew them, and finished rows stop costing Python work.
+The distribution is ``processing``'s (temperature, top_k, min_p, top_p: vLLM's order); stop
+strings end rows as in vLLM (``stops``).
 """
 from __future__ import annotations
 
@@ -14,15 +16,20 @@ from transformers.cache_utils import DynamicLayer
 from reasoner import threads
 from reasoner.models import fast, packed
 from reasoner.models.fast import positions
-from reasoner.sampler import SamplingParams
+from reasoner.sampler import SamplingParams, processing
+from reasoner.sampler.stops import StopStrings, cut
 from reasoner.types import Rollout, cat_rollouts
 
 
 def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None):
     """Draw one token per row from logits [R, V]; return (tokens [R], logp [R]).
 
-    logp is under softmax(logits / temperature) before top-p truncation: the same
-    distribution the trainer recomputes, so with one PPO epoch ratio == 1 exactly.
+    The distribution is ``processing``'s: softmax(logits / temperature) truncated by top_k, min_p
+    and top_p (in that order) and renormalised; logp is the drawn token's log-prob under it, as
+    vLLM reports with ``logprobs_mode="processed_logprobs"``. With no truncation (top_k 0, min_p 0,
+    top_p 1) that is softmax(logits / temperature), the distribution the trainer recomputes, so
+    with one PPO epoch ratio == 1 exactly; tokens and log-probs are then what they always were.
+    Temperature 0 is greedy: the argmax, with its log-prob under softmax(logits).
     Sampling inverts the cumulative distribution at one uniform draw per row (exact, and
     on CPU several times cheaper than ``torch.multinomial``, which draws V exponentials).
     """
@@ -33,24 +40,13 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Gener
     if params.temperature != 1.0:
         x = x / params.temperature
     m = x.amax(-1, keepdim=True)
-    w = (x - m).exp_()  # unnormalised probabilities, max 1
-    logz = m.squeeze(-1) + w.sum(-1).log()
-    if params.top_p < 1.0:
-        w = _top_p(w, params.top_p)
+    w = processing.truncate((x - m).exp_(), params)  # unnormalised probabilities, max 1; dropped ones 0
     tok = _inverse_cdf(w, gen)
-    return tok, _picked(x, tok) - logz
+    return tok, _picked(x, tok) - (m.squeeze(-1) + w.sum(-1).log())
 
 
 def _picked(x: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
     return x.gather(-1, tok[:, None]).squeeze(-1)
-
-
-def _top_p(w: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Zero all but the smallest set of most likely tokens whose probability reaches top_p."""
-    sorted_w, idx = w.sort(-1, descending=True)
-    cum = sorted_w.cumsum(-1)
-    drop = cum - sorted_w > top_p * cum[:, -1:]  # mass before this token already reaches top_p
-    return torch.zeros_like(w).scatter_(-1, idx, sorted_w.masked_fill_(drop, 0.0))
 
 
 def _inverse_cdf(w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -95,6 +91,7 @@ class TransformersSampler:
         self.lean = lean
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self._stops: dict[tuple, StopStrings] = {}  # (stop strings, vocabulary size) -> their checker
 
     def sync_weights(self, model) -> None:
         self.model = model  # same process, same tensors: nothing to copy
@@ -107,7 +104,7 @@ class TransformersSampler:
         return _clone(roll)  # ordinary tensors again: the trainer feeds them to autograd
 
     def _generate(self, prompts: list[str], params: SamplingParams, offset: int) -> Rollout:
-        """1. encode prompts once  2. expand the KV cache to n rows each  3. decode until EOS."""
+        """1. encode prompts once  2. expand the KV cache to n rows each  3. decode until EOS or a stop string."""
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(params.seed + offset)
@@ -119,19 +116,31 @@ class TransformersSampler:
             lean = _lean(self.model) if self.lean else None
             with threads.for_rows(self.model, len(prompts) * params.n):  # a decode step's rows
                 logits, cache = self._forward(lean, ids, pmask, positions(pmask), None)
-                toks, logps, lengths, done = self._decode(lean, cache, logits, pmask, params, gen)
+                stops = self._stop_strings(params.stop, logits.shape[-1])
+                toks, logps, lengths, done, stopped = self._decode(lean, cache, logits, pmask, params, gen, stops)
         finally:
             self.model.train(was_training)
         n, steps = params.n, max(int(lengths.max()), 1)
         toks, logps = toks[:, :steps], logps[:, :steps]
         cmask = torch.arange(steps, device=self.device)[None] < lengths[:, None]
         texts = self.tokenizer.batch_decode(toks.masked_fill(~cmask, self.pad_id), skip_special_tokens=True)
+        if stops is not None:  # the text ends before the stop string (vLLM: include_stop_str_in_output=False)
+            texts = [cut(t, stops.stop) if hit else t for t, hit in zip(texts, stopped.tolist())]
         return Rollout(prompt_ids=ids.repeat_interleave(n, 0), prompt_mask=pmask.bool().repeat_interleave(n, 0),
                        completion_ids=toks, completion_mask=cmask, logp=logps.masked_fill(~cmask, 0.0),
                        truncated=~done, texts=texts)
 
-    def _decode(self, lean, cache, logits, pmask, params: SamplingParams, gen):
-        """The token loop over the live rows; returns (tokens, logps, lengths, ended-with-EOS) per row."""
+    def _stop_strings(self, stop: tuple[str, ...], vocab: int) -> StopStrings | None:
+        """The stop strings' checker (built once per stop set: it decodes the vocabulary once)."""
+        if not stop:
+            return None
+        if (stop, vocab) not in self._stops:
+            self._stops[stop, vocab] = StopStrings(self.tokenizer, stop, vocab, self.device)
+        return self._stops[stop, vocab]
+
+    def _decode(self, lean, cache, logits, pmask, params: SamplingParams, gen, stops: StopStrings | None = None):
+        """The token loop over the live rows; per rollout row: (tokens, logps, lengths, ended with EOS or
+        a stop string, ended with a stop string)."""
         n, T = params.n, params.max_new_tokens
         if n > 1:
             logits = logits.repeat_interleave(n, 0)
@@ -141,6 +150,7 @@ class TransformersSampler:
         logps = torch.zeros(rows, T, device=self.device)
         lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        stopped = torch.zeros(rows, dtype=torch.bool, device=self.device)
         eos = torch.tensor(self.eos_ids, device=self.device)
         where = torch.arange(rows, device=self.device)  # batch row -> rollout row
         live = torch.ones(rows, dtype=torch.bool, device=self.device)  # batch rows still decoding
@@ -154,6 +164,10 @@ class TransformersSampler:
             toks[rec, t], logps[rec, t] = tok[live], lp[live]
             lengths[rec] += 1
             ended = live & torch.isin(tok, eos)
+            if stops is not None:
+                hit = _stop_hits(stops, tok, live & ~ended, where, toks, t)
+                stopped[where[hit]] = True
+                ended |= hit
             done[where[ended]] = True
             live = live & ~ended
             n_live = int(live.sum())
@@ -166,7 +180,7 @@ class TransformersSampler:
             width += 1
             logits, cache = self._forward(lean, tok[:, None], mask[:, :width], pos, cache)
             pos = pos + 1
-        return toks, logps, lengths, done
+        return toks, logps, lengths, done, stopped
 
     def _compact_now(self, n_live: int, rows: int) -> bool:
         if n_live == 0 or n_live == rows:
@@ -186,6 +200,17 @@ class TransformersSampler:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)  # the LM head only on the last position
         return out.logits[:, -1], out.past_key_values
+
+
+def _stop_hits(stops: StopStrings, tok, live, where, toks, t: int) -> torch.Tensor:
+    """Batch rows (of ``live``) whose completion text now holds a stop string: only the rows whose new
+    token ``tok`` can end one are decoded, and only their last ``stops.window`` tokens (up to step t)."""
+    hit = torch.zeros_like(live)
+    idx = (live & stops.can_end[tok]).nonzero().squeeze(1)
+    if idx.numel():
+        tails = toks[where[idx], max(0, t + 1 - stops.window):t + 1]
+        hit[idx[stops.found(tails)]] = True
+    return hit
 
 
 class Lean(NamedTuple):

@@ -5,9 +5,13 @@
 * one ``vllm.LLM`` in the trainer's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set), on
   ``sampling.vllm_gpu_memory_utilization`` of the GPU, prefix caching on (the G samples of a
   group share their prompt's KV blocks);
-* ``SamplingParams`` map one to one (n, temperature, top_p, max_new_tokens -> max_tokens, seed
-  per prompt = seed + prompt index) and ``logprobs=0`` asks for the sampled token's log-prob,
-  after temperature (``logprobs_mode="processed_logprobs"``), like the transformers backend;
+* ``SamplingParams`` map one to one (n, temperature, top_p, top_k, min_p, stop, max_new_tokens ->
+  max_tokens, seed per prompt = seed + prompt index) and ``logprobs=0`` asks for the sampled
+  token's log-prob under the processed distribution (``logprobs_mode="processed_logprobs"``:
+  after temperature, min_p, top_k and top_p, renormalised), like the transformers backend, which
+  processes in vLLM's order (``reasoner.sampler.processing``); a stop string ends a completion,
+  the token that completed it kept in ``token_ids`` and the text cut before the string (both
+  backends alike);
 * prompts are tokenized by our tokenizer and passed as token ids, so the Rollout's prompt ids
   are exactly the trainer's; ``finish_reason == "length"`` marks a truncated completion;
 * ``sync_weights(model)`` pushes every trainer weight into the engine through the model's own
@@ -62,13 +66,25 @@ def engine_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
 
 
 def to_vllm_params(params: SamplingParams, index: int = 0) -> dict[str, Any]:
-    """Our SamplingParams -> keyword arguments of ``vllm.SamplingParams`` for prompt ``index``."""
+    """Our SamplingParams -> keyword arguments of ``vllm.SamplingParams`` for prompt ``index``.
+
+    top_k, min_p and stop are passed only when on: left out, vLLM's own default is "off" in every
+    release (top_k defaults to -1 in older releases, to 0 in newer ones, which still take -1 as
+    off), and the text from a stop string on is dropped (vLLM's default
+    ``include_stop_str_in_output=False``, as the transformers backend does)."""
     if params.n < 1 or params.max_new_tokens < 1:
         raise ValueError(f"n and max_new_tokens must be >= 1, got n={params.n}, "
                          f"max_new_tokens={params.max_new_tokens}")
-    return {"n": params.n, "temperature": max(params.temperature, 0.0), "top_p": params.top_p,
-            "max_tokens": params.max_new_tokens, "seed": None if params.seed is None else params.seed + index,
-            "logprobs": 0, "skip_special_tokens": True}
+    out = {"n": params.n, "temperature": max(params.temperature, 0.0), "top_p": params.top_p,
+           "max_tokens": params.max_new_tokens, "seed": None if params.seed is None else params.seed + index,
+           "logprobs": 0, "skip_special_tokens": True}
+    if params.top_k > 0:
+        out["top_k"] = params.top_k
+    if params.min_p > 0:
+        out["min_p"] = params.min_p
+    if params.stop:
+        out["stop"] = list(params.stop)
+    return out
 
 
 def _sampled_logp(step: Any, token: int) -> float:
