@@ -311,7 +311,7 @@ def test_config_keys_parse_and_validate(tmp_path):
 
 
 def test_training_eval_uses_the_training_processing_and_stops():
-    from benchmarks import TrainingEval
+    from reasoner.benchmarks import TrainingEval
     from reasoner.types import Problem, Rollout
 
     class Recorder:
