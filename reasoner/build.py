@@ -59,7 +59,7 @@ def build(cfg: Config) -> Run:
     stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed, dd.rank, dd.world)
     a, s = cfg.algo, cfg.sampling
     return Run(
-        r=cfg.run, out=out, dd=dd, device=device, sharded=is_sharded, model=model, policy=policy, tok=tok, prec=prec,
+        r=cfg.run, out=out, dd=dd, device=device, model=model, policy=policy, tok=tok, prec=prec,
         sampler=sampler, params=sampling_params(s),
         collect=Collector(stream, render, sampler, a, cfg.run.batch_size, cfg.run.steps,
                           a.max_sampling_tries if a.dynamic_sampling else 0),

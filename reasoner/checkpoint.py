@@ -98,7 +98,7 @@ def save_final(path: Path, model, tokenizer, weights: dict | None = None) -> Non
 
 
 def _is_sharded(model) -> bool:
-    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+    return distributed.is_sharded(model)
 
 
 def load_weights(model, ckpt: Path, dtype: torch.dtype, device) -> None:
@@ -107,6 +107,9 @@ def load_weights(model, ckpt: Path, dtype: torch.dtype, device) -> None:
         lora.load_adapter(model, ckpt)
         return
     weights = AutoModelForCausalLM.from_pretrained(ckpt, dtype=dtype).to(device).state_dict()
+    if _is_sharded(model):  # FSDP2: every rank reads the full weights and keeps its shards
+        distributed.fsdp_load_full(model, {k: v for k, v in weights.items() if k in model.state_dict()})
+        return
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected:
         raise ValueError(f"{ckpt}: weights do not fit the model (unexpected keys {unexpected[:3]})")

@@ -232,6 +232,46 @@ def fsdp_full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """FSDP2 has made the parameters DTensors."""
+    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+def fsdp_reshard(model: torch.nn.Module) -> None:
+    """Put every FSDP2 module back in its sharded state: the root keeps its parameters unsharded
+    after a forward (reshard_after_forward defaults to False there), and then they are not the
+    DTensors the optimizer holds."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
+def fsdp_full_optim_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The full (gathered, CPU) optimizer state of an FSDP2 model, keyed by parameter name: the
+    same dict on every rank; collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    fsdp_reshard(model)
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def fsdp_load_full(model: torch.nn.Module, model_state: dict | None = None, optimizer=None,
+                   optim_state: dict | None = None) -> None:
+    """Load full (unsharded) weights and/or optimizer state into an FSDP2 model: each rank keeps its
+    own shards (every rank reads the same full dicts from the checkpoint); collective."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True)
+    fsdp_reshard(model)
+    if model_state is not None:
+        set_model_state_dict(model, model_state, options=options)
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=optim_state, options=options)
+
+
 def no_sync(model: torch.nn.Module, last: bool):
     """Skip DDP's gradient all-reduce on all but the last micro-batch of a minibatch."""
     if not last and hasattr(model, "no_sync"):

@@ -73,11 +73,20 @@ class Optimizer:
         self.sched.step()
 
     def state_dict(self) -> dict:
-        """AdamW and scheduler state plus the float32 masters (the module's weights are their rounding)."""
-        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "masters": self.weights.masters()}
+        """AdamW and scheduler state plus the float32 masters (the module's weights are their rounding).
+        Under FSDP2 the AdamW state is gathered from every rank's shards (collective: every rank calls)."""
+        sharded = distributed.is_sharded(self.model)
+        opt = distributed.fsdp_full_optim_state(self.model, self.opt) if sharded else self.opt.state_dict()
+        return {"optimizer": opt, "scheduler": self.sched.state_dict(), "masters": self.weights.masters(),
+                "sharded": sharded}
 
     def load_state_dict(self, state: dict) -> None:
-        self.opt.load_state_dict(state["optimizer"])
+        if distributed.is_sharded(self.model) != state.get("sharded", False):
+            raise ValueError("the checkpoint's optimizer state was saved with run.parallel="
+                             f"{'fsdp' if state.get('sharded') else 'ddp (or one process)'}; resume it the same way")
+        if state.get("sharded"):
+            distributed.fsdp_load_full(self.model, optimizer=self.opt, optim_state=state["optimizer"])
+        else:
+            self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.weights.load_masters(state.get("masters", []))

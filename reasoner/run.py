@@ -18,7 +18,7 @@ from tqdm import tqdm
 from reasoner import verifiers
 from reasoner import checkpoint, distributed, seeds
 from reasoner.advantages import frac_zero_std_groups
-from reasoner.config import ConfigError, RunConfig
+from reasoner.config import RunConfig
 from reasoner.metrics import log_samples, truncate_samples
 from reasoner.optim import Optimizer
 from reasoner.sampler import SamplingParams
@@ -33,7 +33,6 @@ class Run:
     out: Path  # run.out_dir
     dd: distributed.DistInfo
     device: torch.device
-    sharded: bool  # FSDP2 under torchrun (its optimizer state is per rank: no resume yet)
     model: torch.nn.Module  # the policy as loaded (checkpoints, weight sync)
     policy: torch.nn.Module  # the same model, DDP/FSDP-wrapped under torchrun
     tok: Any
@@ -68,10 +67,6 @@ class Run:
         """4-5: load the checkpoint ``run.resume`` names, if any, else evaluate the held-out set
         before training; return the step to start from."""
         ckpt = checkpoint.find_resume(self.out, self.r.resume)
-        if ckpt is not None and self.sharded:  # full weights into DTensors, rank 0's optimizer shard: not yet
-            raise ConfigError(f"run.resume={self.r.resume}: resuming a run.parallel=fsdp run under torchrun is not "
-                              "supported yet (its optimizer state is sharded per rank); use run.parallel=ddp for "
-                              "runs that must resume")
         if ckpt is not None:
             state = checkpoint.load_state(ckpt)
             checkpoint.load_weights(self.model, ckpt, self.prec.compute, self.device)

@@ -148,14 +148,18 @@ def _torchrun(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_torchrun_ddp_sigkill_then_resume_auto_matches_the_uninterrupted_run(tiny_model_dir, tmp_path):
-    """2 gloo processes with DDP: the optimizer state is replicated, so rank 0's copy is every rank's."""
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_sigkill_then_resume_auto_matches_the_uninterrupted_run(tiny_model_dir, tmp_path, parallel):
+    """2 gloo processes. DDP: the optimizer state is replicated, so rank 0's copy is every rank's.
+    FSDP2: the checkpoint holds the full weights and the full AdamW state gathered from both ranks'
+    shards (torch.distributed.checkpoint.state_dict); on resume every rank reads them and keeps
+    its own shards."""
     import psutil
 
     def args(out):
         return _args(tiny_model_dir, out, "run.batch_size=4", "run.steps=8", "run.save_every=2", "run.eval_every=2",
                      "run.keep_checkpoints=1", "run.seed=3", "optim.lr=3e-3", "algo.reward_weights={length: 1.0}",
-                     "run.parallel=ddp")
+                     f"run.parallel={parallel}")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     straight = subprocess.run(_torchrun(*args(tmp_path / "straight")), cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)
