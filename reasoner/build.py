@@ -52,7 +52,7 @@ def build(cfg: Config) -> Run:
     ref = runtime.make_reference(model, cfg.algo.beta, is_sharded)  # before wrapping: FSDP2 shards in place
     eng = engine.get(cfg.run.engine)
     reference = make_runner(ref, cfg.run.reference_process, cfg.sampling.temperature, device, eng)
-    advantage = _advantage_stage(model, cfg.algo, cfg.optim, cfg.sampling.group_size, dd.world, eng)
+    advantage = _advantage_stage(model, cfg.algo, cfg.optim, cfg.sampling.group_size, eng)
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
     sampler = make_sampler(model, tok, cfg, device, eng.lean)
     render = functools.partial(_render, tokenizer=tok, data_cfg=cfg.data)
@@ -85,6 +85,7 @@ def _setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo, bool]:
     lora.check_config(cfg.model, cfg.sampling.backend)
     distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
     precision.check(cfg.model.precision, is_sharded)
+    check_critic(cfg.algo.advantage, is_sharded)
     runtime.seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights and adapters
     device = distributed.local_device(runtime.pick_device(cfg.run.device))
     return device, distributed.init(device), is_sharded
@@ -121,13 +122,18 @@ def _check_sandbox(problems, allow_weak: bool) -> str | None:
     return require_isolation(allow_weak) if any(p.verifier == "code" for p in problems) else None
 
 
-def _advantage_stage(model, algo, optim, group_size: int, world: int, eng: engine.Engine):
-    """A group estimator's stage, or the critic's for a name in CRITIC_ESTIMATORS (gae)."""
+def check_critic(advantage: str, is_sharded: bool) -> None:
+    """Before any model loads: the critic (gae) trains through DDP only, not FSDP2."""
+    if advantage in CRITIC_ESTIMATORS and is_sharded:
+        raise ConfigError(f"run.parallel=fsdp with algo.advantage={advantage} is not supported under torchrun (the "
+                          "critic trains through DDP only); use run.parallel=ddp")
+
+
+def _advantage_stage(model, algo, optim, group_size: int, eng: engine.Engine):
+    """A group estimator's stage, or the critic's for a name in CRITIC_ESTIMATORS (gae); under torchrun
+    the critic trains through DDP (``reasoner.critic``)."""
     if algo.advantage not in CRITIC_ESTIMATORS:
         return GroupAdvantage(ADVANTAGES.get(algo.advantage), group_size)
-    if world > 1:
-        raise ConfigError(f"algo.advantage={algo.advantage} runs in one process only (the critic is not wrapped "
-                          "for DDP/FSDP)")
     return CriticAdvantage(Critic(model, CriticParams.of(algo), optim, eng))
 
 

@@ -5,9 +5,14 @@ Per-token rewards are the task score on the last real token minus ``beta * KL_t`
 KL sits in the reward (``reasoner.losses.kl_penalized_rewards``); GAE (``reasoner.advantages.gae``)
 turns them and the critic's values into per-token advantages and value targets (returns).
 
-Limits: one process only (the critic is not wrapped for DDP/FSDP); with LoRA the copied
-backbone carries the adapters and is trained in full. Its weights and optimizer state go
-into the trainer's checkpoint state (``checkpoint_state`` / ``load_checkpoint_state``).
+Under torchrun the critic trains through DDP (``run.parallel=ddp``; FSDP is not supported for the
+critic): each rank holds a full copy and its shard of the batch, the value loss is scaled
+(``distributed.loss_scale``) so the ranks' average is the token mean over the global batch, and
+the whitening of the advantages and the explained variance use sums over all ranks; one process
+computes exactly what it did before. With LoRA the copied backbone carries the adapters and is
+trained in full. Its weights and optimizer state go into the trainer's checkpoint state
+(``checkpoint_state`` / ``load_checkpoint_state``): identical on every rank, written by rank 0
+and loaded by all.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from reasoner import distributed
 from reasoner.advantages import Advantages, gae
 from reasoner.config import OptimConfig
 from reasoner.kl import RewardKL
@@ -59,17 +65,29 @@ def _hidden_size(body: nn.Module) -> int:
     return int(cfg.hidden_size)
 
 
+def _masked_moments(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population variance of ``x`` over the entries where ``m`` (float) is 1, on all ranks."""
+    total = distributed.all_sum_tensor  # the tensor itself in one process
+    n = total(m.sum()).clamp_min(1)
+    mean = total((x * m).sum()) / n
+    return mean, total((((x - mean) * m) ** 2).sum()) / n
+
+
 def masked_whiten(x: Tensor, mask: Tensor, eps: float = WHITEN_EPS) -> Tensor:
-    """(x - mean) / (std + eps) with mean and (population) std over the masked entries; 0 off the mask."""
+    """(x - mean) / (std + eps) with mean and (population) std over the masked entries (of every
+    rank's shard under torchrun: the global batch); 0 off the mask."""
     m = mask.to(x.dtype)
-    n = m.sum().clamp_min(1)
-    mean = (x * m).sum() / n
-    var = (((x - mean) * m) ** 2).sum() / n
+    mean, var = _masked_moments(x, m)
     return (x - mean) / (var.sqrt() + eps) * m
 
 
 def explained_variance(pred: Tensor, target: Tensor, mask: Tensor) -> float:
-    """1 - Var(target - pred) / Var(target) over the masked entries; nan when Var(target) = 0."""
+    """1 - Var(target - pred) / Var(target) over the masked entries (of the global batch under
+    torchrun); nan when Var(target) = 0."""
+    if distributed.active():
+        m = mask.to(torch.float32)
+        var = _masked_moments(target.float(), m)[1]
+        return float("nan") if var <= 0 else float(1 - _masked_moments((target - pred).float(), m)[1] / var)
     sel = mask.bool()
     t, p = target[sel].float(), pred[sel].float()
     var = t.var(unbiased=False) if t.numel() else t.new_tensor(0.0)
@@ -93,6 +111,9 @@ class Critic(nn.Module):
         # constant lr; float32 masters when the copied backbone is bf16 (reasoner.precision)
         self.opt = Optimizer(self, OptimConfig(params.lr, optim.weight_decay, optim.betas, optim.grad_clip,
                                                schedule="constant"), total_steps=1, master=True)
+        # what update() trains through: DDP under torchrun (shares these parameters), self otherwise;
+        # kept out of the module tree so state_dict and children stay the critic's own
+        self.__dict__["trained"] = distributed.wrap(self, "ddp")
 
     @property
     def device(self) -> torch.device:
@@ -128,7 +149,11 @@ class Critic(nn.Module):
         return Advantages(masked_whiten(adv, mask), returns, old_v)
 
     def update(self, roll: Rollout, adv: Advantages) -> dict[str, float]:
-        """``epochs`` passes over ``minibatches`` minibatches of the clipped value loss."""
+        """``epochs`` passes over ``minibatches`` minibatches of the clipped value loss.
+
+        Under torchrun each rank's loss is scaled by ``distributed.loss_scale`` (1.0 in one process),
+        so DDP's gradient average is the gradient of the token mean over all ranks' tokens, and the
+        logged "critic/value_loss" (averaged over ranks by ``reduce_metrics``) is that global mean."""
         p, returns, old_values = self.params, adv.returns, adv.old_values
         N = returns.shape[0]
         mask = roll.completion_mask.to(self.device)
@@ -137,8 +162,10 @@ class Critic(nn.Module):
         for _ in range(p.epochs):
             for mb in torch.arange(N).split(N // p.minibatches):
                 self.opt.zero_grad()
-                v = self(roll.prompt_ids[mb], roll.prompt_mask[mb], roll.completion_ids[mb], roll.completion_mask[mb])
-                loss = value_loss(v, old_values[mb], returns[mb], mask[mb], p.value_clip)
+                scale = distributed.loss_scale(float(mask[mb].sum()), "token_mean")
+                v = self.trained(roll.prompt_ids[mb], roll.prompt_mask[mb], roll.completion_ids[mb],
+                                 roll.completion_mask[mb])
+                loss = value_loss(v, old_values[mb], returns[mb], mask[mb], p.value_clip) * scale
                 loss.backward()
                 self.opt.step(finite=bool(torch.isfinite(loss)))
                 losses.append(float(loss.detach()))

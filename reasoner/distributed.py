@@ -115,6 +115,16 @@ def all_sum(x: float) -> float:
     return float(t.item())
 
 
+def all_sum_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over ranks (a new tensor); ``t`` itself in one process, so one-process
+    arithmetic stays bit-identical."""
+    if not active():
+        return t
+    out = t.detach().clone()
+    dist.all_reduce(out)
+    return out
+
+
 def all_true(flag: bool) -> bool:
     """True only when ``flag`` is true on every rank (so all ranks skip a bad update together)."""
     if not active():
