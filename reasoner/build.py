@@ -17,9 +17,10 @@ import torch
 from reasoner import verifiers
 from reasoner.benchmarks.run import TrainingEval
 from reasoner.benchmarks.suites import load_suite, resolve_suite
-from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, runtime
+from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, runtime, trackers
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
-from reasoner.config import Config, ConfigError, SamplingConfig, save_config
+from reasoner.best import Best
+from reasoner.config import Config, ConfigError, SamplingConfig, save_config, to_dict
 from reasoner.critic import Critic, CriticAdvantage, CriticParams
 from reasoner.data.overlap import warn_overlap
 from reasoner.dynamic import Collector
@@ -70,7 +71,9 @@ def build(cfg: Config) -> Run:
                               {k: (v, data.render_all(v, tok, cfg.data)) for k, v in suites.items()}, s.max_new_tokens,
                               cfg.run.eval_samples, s.temperature, s.top_p, cfg.run.seed,
                               top_k=s.top_k, min_p=s.min_p, stop=tuple(s.stop)),
-        log=distributed.metrics_log(out), isolation=isolation, n_eval=len(eval_set), stop=stop)
+        log=distributed.metrics_log(out, sinks=trackers.make(cfg.run.report_to, out, to_dict(cfg),
+                                                             cfg.run.tracker_project, dd.is_main)),
+        isolation=isolation, n_eval=len(eval_set), stop=stop, best=Best.of(cfg.run))
 
 
 def sampling_params(s: SamplingConfig) -> SamplingParams:
@@ -83,6 +86,7 @@ def _setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo, bool]:
     """Before any model is loaded: config checks, seeds, device, process group."""
     is_sharded = runtime.sharded(cfg.run.parallel)
     lora.check_config(cfg.model, cfg.sampling.backend)
+    trackers.check(cfg.run.report_to)  # known kinds, extras installed (also in config.validate)
     distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
     precision.check(cfg.model.precision, is_sharded)
     check_critic(cfg.algo.advantage, is_sharded)

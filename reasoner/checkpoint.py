@@ -3,7 +3,8 @@
 A checkpoint directory holds the model and tokenizer (``AutoModelForCausalLM.from_pretrained``
 loads it directly; a LoRA run stores the adapter only) and ``trainer_state.pt``: optimizer,
 scheduler, every rank's RNG states, step (the data cursor: batches are a function of the step)
-and the metrics so far.
+and the metrics so far (and the best-metric state, ``reasoner.best``). ``best/`` (``run.best_metric``)
+is written the same way, beside the last K.
 """
 from __future__ import annotations
 
@@ -97,6 +98,29 @@ def save_final(path: Path, model, tokenizer, weights: dict | None = None) -> Non
     distributed.barrier()
 
 
+def save_best(run_dir: Path, model, tokenizer, weights: dict | None, info: dict[str, Any]) -> Path:
+    """``run_dir/best``: the model (``from_pretrained`` loads it; a LoRA policy: its adapter, the run goes
+    on training it) and ``best.json`` (metric, value, step), written to a temporary directory and
+    renamed. Under torchrun: collective, rank 0 writes."""
+    import json
+
+    run_dir, unwrapped = Path(run_dir), getattr(model, "module", model)
+    best, tmp = run_dir / "best", run_dir / f".tmp-best-{os.getpid()}"
+    if lora.is_peft(unwrapped):
+        if distributed.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            lora.save_adapter(unwrapped, tmp)
+            tokenizer.save_pretrained(tmp)
+    else:
+        save_final(tmp, model, tokenizer, weights)
+    if distributed.is_main():
+        (tmp / "best.json").write_text(json.dumps(info, indent=2))
+        shutil.rmtree(best, ignore_errors=True)
+        os.replace(tmp, best)
+    distributed.barrier()
+    return best
+
+
 def _is_sharded(model) -> bool:
     return distributed.is_sharded(model)
 
@@ -151,6 +175,7 @@ def clean_stale(run_dir: Path) -> list[Path]:
     without their trainer state (half deleted); return what was removed."""
     root = Path(run_dir) / "checkpoints"
     stale = [p for p in root.glob(".tmp-step-*")] + [p for p in root.glob("step-*") if not (p / STATE).is_file()]
+    stale += list(Path(run_dir).glob(".tmp-best-*"))
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
@@ -178,5 +203,7 @@ def prepare_run_dir(run_dir: Path, resume: str, overwrite: bool) -> None:
                           "to replace it")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(run_dir / "final", ignore_errors=True)
-    for name in ("samples.jsonl", "summary.json"):
+    shutil.rmtree(run_dir / "best", ignore_errors=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    for name in ("samples.jsonl", "summary.json", "trackers.json"):
         (run_dir / name).unlink(missing_ok=True)

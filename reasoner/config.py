@@ -105,8 +105,14 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     warmup_steps: int = 0
-    schedule: str = "linear"  # constant | cosine | linear (decay to 0 at run.steps)
+    # constant | cosine | linear (reasoner's: decay to 0 at run.steps, warm-up reaches optim.lr at step
+    # warmup_steps - 1, one step before transformers' namesakes; `constant` keeps the warm-up, which HF's
+    # `constant` ignores; with warmup_steps=0 all three equal transformers'), or any other per-step
+    # transformers.get_scheduler name: cosine_with_restarts | polynomial | constant_with_warmup | inverse_sqrt
+    # | cosine_with_min_lr | cosine_warmup_with_min_lr | warmup_stable_decay
+    schedule: str = "linear"
     grad_accum: int = 1  # micro-batches per minibatch
+    schedule_kwargs: dict[str, Any] = field(default_factory=dict)  # get_scheduler's scheduler_specific_kwargs, e.g. {min_lr_rate: 0.1}
 
 
 @dataclass
@@ -132,6 +138,11 @@ class RunConfig:
     progress: bool = True  # a progress bar on a terminal; elsewhere (a log file) one line every ~5% of the steps
     plugins: str = ""  # comma-separated modules or .py files imported first, e.g. mypkg.verifiers,./my_verifiers.py
     overwrite: bool = False  # a fresh run may replace another run's checkpoints in run.out_dir
+    report_to: list[str] = field(default_factory=lambda: ["none"])  # trackers besides metrics.jsonl: tensorboard, wandb, trackio | none
+    tracker_project: str = "reasoner"  # the W&B / trackio project (the run is named after run.out_dir)
+    best_metric: str = ""  # e.g. eval/accuracy: keep run.out_dir/best/ at its best evaluation; "" = off
+    best_mode: str = "max"  # max | min: which direction of run.best_metric is better
+    patience: int = 0  # > 0: stop early after this many evaluations without a new best (needs run.best_metric)
 
 
 @dataclass
@@ -184,17 +195,18 @@ CHOICES: dict[str, Any] = {
     "algo.kl_estimator": _registry_names("reasoner.losses", "KL_ESTIMATORS"),
     "algo.kl_in": _registry_names("reasoner.kl", "PLACEMENTS"),
     "algo.overlong": ("none", "mask", "soft"),
-    "optim.schedule": ("constant", "cosine", "linear"),
+    "optim.schedule": _registry_names("reasoner.optim", "SCHEDULES"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.parallel": ("ddp", "fsdp"),
     "run.reference_process": ("auto", "process", "inline"),
+    "run.best_mode": ("max", "min"),
     "run.engine": _registry_names("reasoner.engine", "ENGINES"),
 }
 POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
             "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries")
 NON_NEGATIVE = ("algo.beta", "optim.lr", "sampling.temperature", "sampling.top_k", "run.steps", "run.eval_every",
                 "optim.grad_clip", "algo.entropy_coef", "algo.eps_low", "algo.eps_high", "algo.critic_lr",
-                "algo.value_clip")
+                "algo.value_clip", "run.patience")
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -333,10 +345,26 @@ def validate(cfg: Config) -> Config:
                           "a group estimator compares each completion with the others of its group, so one "
                           "completion per problem gives zero advantage and trains nothing; use "
                           "sampling.group_size>=2 (or algo.advantage=gae, which needs no group)")
+    _check_run_extras(cfg)
     n = cfg.run.batch_size * cfg.sampling.group_size
     if n % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches} must divide run.batch_size*sampling.group_size={n}")
     return cfg
+
+
+def _check_run_extras(cfg: Config) -> None:
+    """Trackers (known kinds, their optional extras installed), best checkpoint / early stopping, the LR schedule."""
+    import importlib
+
+    r = cfg.run
+    importlib.import_module("reasoner.trackers").check(r.report_to)
+    if r.best_metric and not r.eval_every:
+        raise ConfigError(f"run.best_metric={r.best_metric!r} needs evaluations during training: set "
+                          "run.eval_every>0 (it is 0: only before and after), or run.best_metric='' to turn it off")
+    if r.patience and not r.best_metric:
+        raise ConfigError(f"run.patience={r.patience} counts evaluations without a new best of run.best_metric; "
+                          "set run.best_metric (e.g. eval/accuracy) or run.patience=0")
+    importlib.import_module("reasoner.optim").check_schedule(cfg.optim, r.steps)
 
 
 def _check_loss_kind(algo) -> None:

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from reasoner.config import ConfigError
 from reasoner.metrics import MetricsLog
+from reasoner.trackers import NO_TRACKERS
 
 STRATEGIES = ("ddp", "fsdp")
 SUM_KEYS = ("tokens_per_s",)  # metrics that add up over ranks
@@ -295,8 +296,8 @@ def no_sync(model: torch.nn.Module, last: bool):
 class _SilentLog(MetricsLog):
     """Keeps rows in memory (every rank needs them for checkpoints) but writes nothing."""
 
-    def __init__(self, out_dir, rows=None):  # noqa: D107 - no file access
-        self.dir, self.rows = out_dir, list(rows or [])
+    def __init__(self, out_dir, rows=None, sinks=NO_TRACKERS):  # noqa: D107 - no file access, no trackers
+        self.dir, self.rows, self.sinks = out_dir, list(rows or []), NO_TRACKERS
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -308,6 +309,7 @@ class _SilentLog(MetricsLog):
         pass
 
 
-def metrics_log(out_dir, rows=None) -> MetricsLog:
-    """The run's MetricsLog on rank 0; an in-memory twin that writes nothing on other ranks."""
-    return MetricsLog(out_dir, rows) if is_main() else _SilentLog(out_dir, rows)
+def metrics_log(out_dir, rows=None, sinks=NO_TRACKERS) -> MetricsLog:
+    """The run's MetricsLog on rank 0 (with the trackers ``sinks``); an in-memory twin that writes
+    nothing and reports to no tracker on other ranks."""
+    return MetricsLog(out_dir, rows, sinks) if is_main() else _SilentLog(out_dir, rows)

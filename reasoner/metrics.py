@@ -1,4 +1,5 @@
-"""Run records: metrics.jsonl, training_metrics.csv, samples.jsonl, training_curves.png."""
+"""Run records: metrics.jsonl, training_metrics.csv, samples.jsonl, training_curves.png; the trackers
+of ``run.report_to`` (``reasoner.trackers``) get the same rows."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,8 @@ import math
 import time
 from pathlib import Path
 from typing import Any
+
+from reasoner.trackers import NO_TRACKERS, Trackers
 
 CURVES = (("reward/mean", "reward"), ("eval/accuracy", "held-out accuracy (greedy)"),
           ("length/mean", "response length"), ("policy/entropy", "entropy"), ("loss/kl", "KL to reference"))
@@ -48,10 +51,11 @@ class Timer:
 
 
 class MetricsLog:
-    """Append-only step records; the CSV and the plot are rebuilt from them."""
+    """Append-only step records; the CSV and the plot are rebuilt from them. ``sinks``: the trackers
+    each new row also goes to (metrics.jsonl is the record a resume reads)."""
 
-    def __init__(self, out_dir: str | Path, rows: list[dict[str, Any]] | None = None):
-        self.dir = Path(out_dir)
+    def __init__(self, out_dir: str | Path, rows: list[dict[str, Any]] | None = None, sinks: Trackers = NO_TRACKERS):
+        self.dir, self.sinks = Path(out_dir), sinks
         self.rows: list[dict[str, Any]] = list(rows or [])
         self._jsonl = self.dir / "metrics.jsonl"
         if not self.rows and self._jsonl.exists():
@@ -63,6 +67,7 @@ class MetricsLog:
         self.rows.append(row)
         with self._jsonl.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        self.sinks.log(row)
 
     def last(self, key: str, default: float = float("nan")) -> float:
         return next((r[key] for r in reversed(self.rows) if key in r), default)
@@ -96,19 +101,22 @@ class MetricsLog:
 
 
 def log_samples(path: Path, step: int, prompts: list[str], texts: list[str], scores: list[float],
-                statuses: list[str], group_size: int, max_problems: int = 2, details: list[str] | None = None) -> None:
+                statuses: list[str], group_size: int, max_problems: int = 2, details: list[str] | None = None
+                ) -> list[dict]:
     """Append a few prompts with all their completions, rewards, verdicts and the verdicts' details
-    (a crashing verifier's exception text); problems with an ``error`` verdict come first."""
+    (a crashing verifier's exception text); problems with an ``error`` verdict come first. Returns
+    the records written (the trackers' sample tables)."""
     n = len(prompts)
     order = sorted(range(n), key=lambda i: not any(statuses[j] == "error"
                                                     for j in range(i * group_size, (i + 1) * group_size)))
+    records = [{"step": step, "prompt": prompts[i],
+                "completions": [{"text": texts[j], "reward": scores[j], "verdict": statuses[j],
+                                 **({"detail": details[j]} if details is not None else {})}
+                                for j in range(i * group_size, (i + 1) * group_size)]}
+               for i in sorted(order[:max_problems])]
     with path.open("a") as f:
-        for i in sorted(order[:max_problems]):
-            rows = range(i * group_size, (i + 1) * group_size)
-            f.write(json.dumps({"step": step, "prompt": prompts[i],
-                                "completions": [{"text": texts[j], "reward": scores[j], "verdict": statuses[j],
-                                                 **({"detail": details[j]} if details is not None else {})}
-                                                for j in rows]}) + "\n")
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    return records
 
 
 def truncate_samples(path: Path, step: int) -> None:

@@ -5,14 +5,19 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
 import torch
 
 from reasoner import distributed, threads
-from reasoner.config import OptimConfig
+from reasoner.config import ConfigError, OptimConfig
 from reasoner.precision import MasterWeights
+from reasoner.registry import Registry
+
+OWN_SCHEDULES = ("constant", "cosine", "linear")  # reasoner's lr_factor: the values of earlier versions
+METRIC_SCHEDULES = ("reduce_lr_on_plateau", "greedy")  # step on a metric, not per step: not offered
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -28,6 +33,53 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 1.0
 
 
+def _own(optimizer, warmup: int, total: int, name: str, **kwargs) -> torch.optim.lr_scheduler.LRScheduler:
+    if kwargs:
+        raise TypeError(f"schedule {name} takes no arguments, got {', '.join(kwargs)}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, warmup=warmup, total=total,
+                                                                          schedule=name))
+
+
+def _library(optimizer, warmup: int, total: int, name: str, **kwargs) -> torch.optim.lr_scheduler.LRScheduler:
+    from transformers import get_scheduler
+
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total,
+                         scheduler_specific_kwargs=kwargs)
+
+
+def _schedules() -> Registry:
+    """optim.schedule names: reasoner's three, then every per-step ``transformers.get_scheduler`` name."""
+    from transformers import SchedulerType
+
+    reg: Registry = Registry("learning-rate schedule")
+    for name in OWN_SCHEDULES:
+        reg.register(name)(_own)
+    for name in (s.value for s in SchedulerType):
+        if name not in OWN_SCHEDULES and name not in METRIC_SCHEDULES:
+            reg.register(name)(_library)
+    return reg
+
+
+SCHEDULES = _schedules()
+
+
+def make_schedule(optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The LR schedule ``cfg.schedule`` over ``total_steps`` scheduler steps (warm-up ``cfg.warmup_steps``,
+    extra arguments ``cfg.schedule_kwargs``)."""
+    return SCHEDULES.get(cfg.schedule)(optimizer, cfg.warmup_steps, max(total_steps, 1), cfg.schedule,
+                                       **cfg.schedule_kwargs)
+
+
+def check_schedule(cfg: OptimConfig, total_steps: int) -> None:
+    """Build the schedule on a dummy optimizer, so bad optim.schedule_kwargs fail before any model loads."""
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr or 1.0)
+    try:
+        make_schedule(dummy, cfg, total_steps)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"optim.schedule={cfg.schedule} with optim.schedule_kwargs={cfg.schedule_kwargs}: {e} "
+                          "(see transformers.get_scheduler for the arguments each schedule takes)") from None
+
+
 class Optimizer:
     """AdamW + schedule over ``MasterWeights(model, master)``; ``state_dict`` / ``load_state_dict`` for checkpoints."""
 
@@ -40,9 +92,7 @@ class Optimizer:
         fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
         self.opt = make(params) if make is not None else torch.optim.AdamW(
             params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused)
-        total = max(total_steps, 1)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.schedule))
+        self.sched = make_schedule(self.opt, cfg, total_steps)
 
     @property
     def lr(self) -> float:

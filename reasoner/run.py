@@ -18,6 +18,7 @@ from tqdm import tqdm
 from reasoner import verifiers
 from reasoner import checkpoint, distributed, seeds
 from reasoner.advantages import frac_zero_std_groups
+from reasoner.best import Best
 from reasoner.config import RunConfig
 from reasoner.metrics import log_samples, truncate_samples
 from reasoner.optim import Optimizer
@@ -52,9 +53,13 @@ class Run:
     isolation: str | None  # the code sandbox's isolation level, when code problems are in the run
     n_eval: int
     stop: "StopAtStep"
+    best: Best = field(default_factory=Best)  # run.best_metric's best evaluation, early stopping (run.patience)
     t_start: float = field(default_factory=time.perf_counter)
     start: int = 0
+    end: int = 0  # the last step recorded (run.steps, or earlier when stopped early)
+    stopped_early: bool = False
     bad_steps: int = 0
+    _eval_at: tuple[int, dict] | None = None  # the latest evaluation: (step, metrics)
     _bar: Any = None
     _shown_error: bool = False
     _warned_truncation: bool = False
@@ -73,23 +78,39 @@ class Run:
             self.opt.load_state_dict(state["optim"])  # also the float32 masters under bf16-mixed
             self.kl.beta, self.start = state["beta"], state["step"]
             self.advantage.load_state_dict(state)  # the critic's weights and optimizer, if any
-            self.log = distributed.metrics_log(self.out, state["metrics"])
+            self.best.load_state_dict(state.get("best"))
+            self.log = distributed.metrics_log(self.out, state["metrics"], self.log.sinks)
             self.sampler.sync_weights(self.model)
             print(f"[rank {self.dd.rank}] resumed from {ckpt} at step {self.start}")
         elif self.r.resume == "auto" and self.dd.is_main:
             print(f"--resume auto: no checkpoint in {self.out / 'checkpoints'}; starting a fresh run")
         if self.dd.is_main:
             truncate_samples(self.out / "samples.jsonl", self.start)  # rows past the resumed step are written again
+        self.log.sinks.open(self.start)  # trackers: a resumed run continues its tracker run
+        self.end = self.start
         if self.start == 0:
-            self.log.log({"step": 0, **self.evaluate(0)})
+            self.log.log({"step": 0, **self._evaluated(0, self.evaluate(0))})
         return self.start
+
+    def _evaluated(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        """After an evaluation: remember it; a new best of run.best_metric saves ``best/``."""
+        self._eval_at = (step, metrics)
+        if self.best.observe(step, metrics):
+            checkpoint.save_best(self.out, self.model, self.tok, self.opt.weights.state_dict(self.model),
+                                 {"metric": self.best.metric, "value": self.best.value, "step": step})
+        return metrics
 
     def steps(self):
         """The loop's step numbers, with a progress bar; Ctrl-C stops after the current step."""
         show = self.r.progress and self.dd.is_main
         self._bar = tqdm(range(self.start, self.r.steps), initial=self.start, total=self.r.steps,
                          disable=not (show and sys.stderr.isatty()), dynamic_ncols=True)
-        yield from self.stop.steps(self._bar)
+        it = self.stop.steps(self._bar)
+        for step in it:
+            yield step
+            if self.stopped_early:  # run.patience evaluations without a new best
+                it.close()
+                break
         self._bar.close()
         self.reference.close()
 
@@ -104,16 +125,24 @@ class Run:
             self._warned_truncation = warn_truncation(step, row["length/truncated_frac"], self.params.max_new_tokens)
         self.bad_steps = self.bad_steps + 1 if upd["update/skipped"] else 0
         if self.dd.is_main and r.log_samples_every and (step - 1) % r.log_samples_every == 0:
-            log_samples(self.out / "samples.jsonl", step, batch.prompts, batch.roll.texts, batch.scores.tolist(),
-                        [v.status for v in batch.verdicts], G, details=[v.detail for v in batch.verdicts])
+            self.log.sinks.samples(step, log_samples(
+                self.out / "samples.jsonl", step, batch.prompts, batch.roll.texts, batch.scores.tolist(),
+                [v.status for v in batch.verdicts], G, details=[v.detail for v in batch.verdicts]))
         done = step == r.steps
-        if r.eval_every and step % r.eval_every == 0 and not done:
-            row.update(self.evaluate(step))
+        if (r.eval_every and step % r.eval_every == 0) or done:  # the last one is the final evaluation
+            row.update(self._evaluated(step, self.evaluate(step)))
+            self.stopped_early = self.best.exhausted and not done
         self.log.log(row)
-        self._progress(step, row, done)
+        self.end = step
+        self._progress(step, row, done or self.stopped_early)
         failing = self.bad_steps >= r.max_bad_steps
-        if failing or (r.save_every and step % r.save_every == 0) or done or self.stop.requested:
+        if failing or (r.save_every and step % r.save_every == 0) or done or self.stop.requested or self.stopped_early:
             self.save(step)
+        if self.stopped_early and self.dd.is_main:
+            print(f"reasoner: stopping early at step {step}: {r.best_metric} has not improved for {r.patience} "
+                  f"evaluations (best {self.best.value} at step {self.best.step})", file=sys.stderr, flush=True)
+        if failing or (self.stop.requested and not done):
+            self.log.sinks.close()
         if failing:
             raise RuntimeError(f"{self.bad_steps} consecutive non-finite losses or gradients at step {step}; "
                                f"stopped with a checkpoint of the last good state in {self.out / 'checkpoints'}")
@@ -133,29 +162,44 @@ class Run:
 
     def save(self, step: int) -> None:
         state = {"optim": self.opt.state_dict(), "beta": self.kl.beta, "metrics": self.log.rows,
-                 **self.advantage.state_dict()}
+                 "best": self.best.state_dict(), **self.advantage.state_dict()}
         checkpoint.save(self.out, step, self.model, self.tok, state, self.r.keep_checkpoints)
         self.log.write_csv()
 
     def finish(self) -> dict:
-        """7: evaluate again, save the final model, write summary.json, the CSV and the plot."""
-        final, log = self.evaluate(self.r.steps), self.log
-        log.rows[-1].update(final) if log.rows[-1]["step"] == self.r.steps else log.log({"step": self.r.steps, **final})
+        """7: the final evaluation (done by ``record`` at the last step, or here for a run resumed at its
+        end), save the final model, write summary.json, the CSV and the plot; close the trackers."""
+        end, log = self.end, self.log
+        final = self._final_eval(end)
         log = distributed.metrics_log(self.out, log.rows)  # rewrite metrics.jsonl with the final row merged
         log.write_csv()
         log.plot()
         checkpoint.save_final(self.out / "final", self.model, self.tok, self.opt.weights.state_dict(self.model))
+        self.log.sinks.close()
         before = log.rows[0].get("eval/accuracy", float("nan"))
         summary = {"heldout_accuracy_before": before, "heldout_accuracy_after": final.get("eval/accuracy"),
-                   "heldout_problems": self.n_eval, "steps": self.r.steps,
+                   "heldout_problems": self.n_eval, "steps": end,
                    "seconds": time.perf_counter() - self.t_start, "sandbox_isolation": self.isolation,
-                   "final_model": str(self.out / "final"), "precision": self.prec.name, **final}
+                   "final_model": str(self.out / "final"), "precision": self.prec.name,
+                   "stopped_early": self.stopped_early, **self.best.summary(), **final}
         if self.dd.is_main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
             print(f"held-out accuracy (greedy, {self.n_eval} problems): before {before:.3f} -> after "
                   f"{summary['heldout_accuracy_after']:.3f}   [{summary['seconds']:.0f} s, run dir {self.out}]"
                   + (f"   code sandbox isolation: {self.isolation}" if self.isolation else ""))
         return summary
+
+    def _final_eval(self, end: int) -> dict[str, float]:
+        """The evaluation at the last step, merged into its row (and sent to the trackers)."""
+        if self._eval_at is not None and self._eval_at[0] == end:
+            return self._eval_at[1]  # evaluated in ``record`` (the last step, or an early stop)
+        final, log = self._evaluated(end, self.evaluate(end)), self.log
+        if log.rows[-1]["step"] == end:
+            log.rows[-1].update(final)
+            log.sinks.log({"step": end, **final})
+        else:
+            log.log({"step": end, **final})
+        return final
 
 
 def step_row(step: int, batch, upd: dict, seconds: dict[str, float], G: int) -> dict:

@@ -14,8 +14,10 @@ def registries() -> dict[str, list[str]]:
     from reasoner.data import DATASETS
     from reasoner.losses import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS
     from reasoner.mismatch import IS_LEVELS, IS_MODES
+    from reasoner.optim import SCHEDULES
     from reasoner.presets import PRESETS
     from reasoner.rewards import REWARDS
+    from reasoner.trackers import TRACKERS
 
     return {"verifiers": verifiers.names(), "advantage estimators (algo.advantage)": advantage_names(),
             "policy losses (algo.policy_loss)": POLICY_LOSSES.names(),
@@ -25,7 +27,9 @@ def registries() -> dict[str, list[str]]:
             "extra reward functions (algo.reward_weights)": REWARDS.names(),
             "mismatch weight levels (sampling.vllm_is_level)": IS_LEVELS.names(),
             "mismatch weight modes (sampling.vllm_is_mode)": IS_MODES.names(),
-            "named datasets (data.train / data.eval)": DATASETS.names()}
+            "named datasets (data.train / data.eval)": DATASETS.names(),
+            "learning-rate schedules (optim.schedule)": SCHEDULES.names(),
+            "trackers (run.report_to)": TRACKERS.names()}
 
 
 def main(args: argparse.Namespace) -> int:
