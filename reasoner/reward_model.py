@@ -130,6 +130,7 @@ def bind(rm: RewardModel | None) -> None:
 
 
 def bound() -> RewardModel:
+    """The run's reward model; a clear error naming algo.reward_model when none is bound."""
     if not _BOUND:
         raise ValueError(f"the {NAME!r} reward/verifier needs a reward model: set algo.reward_model=<local dir>")
     return _BOUND[0]
@@ -141,14 +142,17 @@ def _reward_one(completion: str, problem: Any) -> float:
 
 
 def _reward_batch(completions: Sequence[str], problems: Sequence[Any]) -> list[float]:
+    """The step's completions scored in batches (``rewards.extra_rewards`` calls this hook)."""
     return bound().scores(completions, problems)[0].tolist()
 
 
 def _verify_one(completion: str, problem: Any) -> verifiers.Verdict:
+    """The ``reward_model`` verifier for one completion (score_all uses ``batch`` when it can)."""
     return bound().verdicts([completion], [problem])[0]
 
 
 def _verify_batch(completions: Sequence[str], problems: Sequence[Any]) -> list[verifiers.Verdict]:
+    """Verdicts for a group of completions in batched forwards (``verifiers.score_all``'s batch hook)."""
     return bound().verdicts(completions, problems)
 
 

@@ -75,6 +75,7 @@ def policy_examples(policy, tok, problems) -> list[tuple[str, str, float]]:
 
 
 def encode(tok, rows, device) -> dict[str, torch.Tensor]:
+    """Right-padded ``prompt + completion`` token ids, as ``reasoner.reward_model`` feeds them."""
     enc = tok([q + c for q, c, _ in rows], return_tensors="pt", padding=True, add_special_tokens=False)
     return {k: v.to(device) for k, v in enc.items()}
 
@@ -164,6 +165,7 @@ def datasets(args, policy, tok):
 
 
 def main() -> None:
+    """Parse the arguments, build the examples, train, report the accuracies and save."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/reward_model")
     ap.add_argument("--kinds", default="add,sub", help="synthetic kinds (the embedded default's: add,sub)")
