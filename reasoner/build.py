@@ -2,12 +2,14 @@
 
 Every config string is turned into an object here and nowhere else: the KL term (``reasoner.kl``),
 the advantage stage (a group estimator or the critic: the registry the name is in decides), the
+reward model (``algo.reward_model``, loaded and bound once, ``reasoner.reward_model``), the
 old-log-prob policy (reuse / recompute / recompute with a mismatch correction, ``reasoner.mismatch``),
 the reference runner, the sampler, the evaluator. ``reasoner.trainer.train`` is the loop over them;
 the functions below it get the sections or values they read.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ import torch
 from reasoner import verifiers
 from reasoner.benchmarks.run import TrainingEval
 from reasoner.benchmarks.suites import load_suite, resolve_suite
-from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, runtime, trackers
+from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, reward_model, runtime, trackers
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.best import Best
 from reasoner.config import Config, ConfigError, SamplingConfig, save_config, to_dict
@@ -46,6 +48,7 @@ def build(cfg: Config) -> Run:
     if not sys.stderr.isatty():
         _quiet_progress_bars()  # a log file: no carriage-return bars from transformers and the hub
     train_set, eval_set, suites = _problems(cfg)
+    train_set = _reward_model(cfg.algo, device, train_set)
     isolation = _check_sandbox(train_set + eval_set, cfg.run.allow_weak_sandbox)
 
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
@@ -120,6 +123,18 @@ def _problems(cfg: Config):
                                  ) from None
     warn_overlap(train_set, {d.eval: eval_set})
     return train_set, eval_set, suites
+
+
+def _reward_model(algo, device: torch.device, train_set: list) -> list:
+    """Load and bind ``algo.reward_model`` once, on the trainer's device (``reasoner.reward_model``); with
+    ``algo.reward_model_verifier`` it replaces the verifier of every training problem (the held-out set
+    keeps its own: held-out accuracy stays the rule-based one). Returns the training set."""
+    rm = reward_model.from_config(algo, device)
+    if rm is None and any(p.verifier == reward_model.NAME for p in train_set):
+        raise ConfigError(f"data.train has problems with verifier {reward_model.NAME!r}: set algo.reward_model")
+    if not algo.reward_model_verifier:
+        return train_set
+    return [dataclasses.replace(p, verifier=reward_model.NAME) for p in train_set]
 
 
 def _check_sandbox(problems, allow_weak: bool) -> str | None:

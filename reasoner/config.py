@@ -96,6 +96,11 @@ class AlgoConfig:
     lam: float = 0.95  # advantage=gae: GAE lambda
     critic_lr: float = 1e-4  # advantage=gae: the critic's AdamW learning rate
     value_clip: float = 0.2  # advantage=gae: clip of the value loss around the old values
+    reward_model: str = ""  # a local save_pretrained sequence classifier: the reward/verifier "reward_model"
+    reward_model_norm: str = "sigmoid"  # none | sigmoid | tanh: the map of its raw score (reasoner.reward_model)
+    reward_model_threshold: float = 0.5  # the "reward_model" verifier's correct/wrong cut (normalised score)
+    reward_model_verifier: bool = False  # True: the reward model replaces the verifier of every training problem
+    reward_model_batch_size: int = 64  # completions per classifier forward
 
 
 @dataclass
@@ -195,6 +200,7 @@ CHOICES: dict[str, Any] = {
     "algo.kl_estimator": _registry_names("reasoner.losses", "KL_ESTIMATORS"),
     "algo.kl_in": _registry_names("reasoner.kl", "PLACEMENTS"),
     "algo.overlong": ("none", "mask", "soft"),
+    "algo.reward_model_norm": _registry_names("reasoner.reward_model", "NORMS"),
     "optim.schedule": _registry_names("reasoner.optim", "SCHEDULES"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.parallel": ("ddp", "fsdp"),
@@ -203,7 +209,7 @@ CHOICES: dict[str, Any] = {
     "run.engine": _registry_names("reasoner.engine", "ENGINES"),
 }
 POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
-            "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries")
+            "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries", "algo.reward_model_batch_size")
 NON_NEGATIVE = ("algo.beta", "optim.lr", "sampling.temperature", "sampling.top_k", "run.steps", "run.eval_every",
                 "optim.grad_clip", "algo.entropy_coef", "algo.eps_low", "algo.eps_high", "algo.critic_lr",
                 "algo.value_clip", "run.patience")
@@ -340,6 +346,7 @@ def validate(cfg: Config) -> Config:
         check_weights(cfg.algo.reward_weights)
     except (KeyError, ValueError) as e:
         raise ConfigError(f"algo.reward_weights: {e.args[0]}") from None
+    _check_reward_model(cfg.algo)
     if cfg.sampling.group_size < 2 and not needs_critic(cfg.algo.advantage):
         raise ConfigError(f"sampling.group_size={cfg.sampling.group_size} with algo.advantage={cfg.algo.advantage}: "
                           "a group estimator compares each completion with the others of its group, so one "
@@ -365,6 +372,17 @@ def _check_run_extras(cfg: Config) -> None:
         raise ConfigError(f"run.patience={r.patience} counts evaluations without a new best of run.best_metric; "
                           "set run.best_metric (e.g. eval/accuracy) or run.patience=0")
     importlib.import_module("reasoner.optim").check_schedule(cfg.optim, r.steps)
+
+
+def _check_reward_model(algo) -> None:
+    """algo.reward_model: a local directory with a config.json, given whenever the run asks for it."""
+    path = Path(algo.reward_model).expanduser() if algo.reward_model else None
+    if path is not None and not (path / "config.json").is_file():
+        raise ConfigError(f"algo.reward_model={algo.reward_model!r}: no save_pretrained sequence classifier there "
+                          "(no config.json; build one with scripts/train_reward_model.py)")
+    if path is None and ("reward_model" in algo.reward_weights or algo.reward_model_verifier):
+        raise ConfigError("algo.reward_model is empty, but algo.reward_weights or algo.reward_model_verifier asks "
+                          "for the 'reward_model' reward: set algo.reward_model=<local dir>")
 
 
 def _check_loss_kind(algo) -> None:

@@ -46,6 +46,7 @@ class NoKL:
         return _NONE, 0.0
 
     def measured(self, update_stats: dict[str, float]) -> float:
+        """The last step's mean per-token KL to the reference (logged as ``kl/mean``; drives the adaptive beta)."""
         return update_stats.get("loss/kl", 0.0)
 
     def adapt(self, update_stats: dict[str, float]) -> None:

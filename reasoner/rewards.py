@@ -5,7 +5,9 @@ The verifier's score (``verifiers.score_all``) is the task reward, weight 1. On 
 - ``REWARDS``: extra reward functions ``fn(completion: str, problem) -> float`` by name,
   combined with the weights of ``algo.reward_weights`` ({name: weight}) and logged one by
   one as ``reward/<name>`` (the unweighted mean). Register your own with
-  ``@REWARDS.register("name")``.
+  ``@REWARDS.register("name")``; a function with a ``batch(texts, problems) -> list[float]``
+  attribute is called once for the step's completions (``reward_model``: a learned scorer,
+  ``reasoner.reward_model``).
 - ``algo.overlong == "soft"``: DAPO's soft overlong punishment added to the reward
   (``soft_overlong_penalty``, logged as ``reward/overlong``).
 - ``algo.overlong == "mask"``: truncated completions get zero loss weight
@@ -95,8 +97,14 @@ def length_reward(completion: str, problem) -> float:
     return -min(len(completion) / LENGTH_SCALE_CHARS, 1.0)
 
 
+def _load_builtins() -> None:
+    """Register the built-in rewards that live in their own modules (``reward_model``)."""
+    import reasoner.reward_model  # noqa: F401 - registers "reward_model"
+
+
 def check_weights(weights: Mapping[str, float]) -> None:
     """Raise a clear error for an unknown reward name or a non-finite weight."""
+    _load_builtins()
     for name, w in weights.items():
         if name in RESERVED:
             raise ValueError(f"reward name {name!r} is reserved for the trainer's own reward/{name} metric")
@@ -105,14 +113,21 @@ def check_weights(weights: Mapping[str, float]) -> None:
             raise ValueError(f"algo.reward_weights[{name!r}] must be a finite number, got {w!r}")
 
 
+def _scores(fn: RewardFn, texts: Sequence[str], problems: Sequence[Any]) -> Tensor:
+    """[N] float32 scores of one reward function: its ``batch`` hook if it has one, else item by item."""
+    batch = getattr(fn, "batch", None)
+    if batch is not None:
+        return torch.tensor([float(x) for x in batch(list(texts), list(problems))], dtype=torch.float32)
+    return torch.tensor([float(fn(t, p)) for t, p in zip(texts, problems)], dtype=torch.float32)
+
+
 def extra_rewards(texts: Sequence[str], problems: Sequence[Any], weights: Mapping[str, float]
                   ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the named reward functions, [N], and each unweighted, {name: [N]}."""
     if len(texts) != len(problems):
         raise ValueError(f"{len(texts)} completions but {len(problems)} problems")
     check_weights(weights)
-    parts = {name: torch.tensor([float(REWARDS.get(name)(t, p)) for t, p in zip(texts, problems)])
-             for name in weights}
+    parts = {name: _scores(REWARDS.get(name), texts, problems) for name in weights}
     total = torch.zeros(len(texts))
     for name, w in weights.items():
         total = total + w * parts[name]

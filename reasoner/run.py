@@ -120,7 +120,7 @@ class Run:
         if self.dd.is_main and not self._shown_error:
             self._shown_error = report_errors(batch.verdicts, step)
         row = distributed.reduce_metrics({**step_row(step, batch, upd, seconds, G), "kl/beta": self.kl.beta,
-                                          "lr": self.opt.lr, **shaped})
+                                          "kl/mean": self.kl.measured(upd), "lr": self.opt.lr, **shaped})
         if self.dd.is_main and not self._warned_truncation:
             self._warned_truncation = warn_truncation(step, row["length/truncated_frac"], self.params.max_new_tokens)
         self.bad_steps = self.bad_steps + 1 if upd["update/skipped"] else 0

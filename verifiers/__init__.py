@@ -54,7 +54,7 @@ class Verifier(Protocol):
 REGISTRY: Registry[Verifier] = Registry("verifier")
 register = REGISTRY.register
 register_verifier = register
-_BUILTINS = ("reasoner.verifiers.math", "reasoner.verifiers.code")
+_BUILTINS = ("reasoner.verifiers.math", "reasoner.verifiers.code", "reasoner.reward_model")
 _loaded = False
 
 
