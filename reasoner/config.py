@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
+from reasoner import config_checks
+from reasoner.errors import ConfigError
 
-class ConfigError(ValueError):
-    pass
+__all__ = ["ConfigError", "Config", "load_config", "validate", "save_config", "to_dict"]
 
 
 @dataclass
@@ -323,76 +324,14 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), name)
         if value < (1 if key in POSITIVE else 0):
             raise ConfigError(f"{key}={value!r} must be {'>= 1' if key in POSITIVE else '>= 0'}")
-    for name in ("gamma", "lam"):
-        if not 0 <= getattr(cfg.algo, name) <= 1:
-            raise ConfigError(f"algo.{name}={getattr(cfg.algo, name)!r} must be in [0, 1]")
-    if cfg.algo.eps_low >= 1:
-        raise ConfigError(f"algo.eps_low={cfg.algo.eps_low!r} must be < 1 (the ratio's lower clip is 1 - eps_low)")
-    if cfg.algo.dual_clip != 0 and cfg.algo.dual_clip <= 1:
-        raise ConfigError(f"algo.dual_clip={cfg.algo.dual_clip!r} must be 0 (off) or > 1")
-    _check_loss_kind(cfg.algo)
-    if cfg.sampling.vllm_tis_cap != 0 and cfg.sampling.vllm_tis_cap <= 1:
-        raise ConfigError(f"sampling.vllm_tis_cap={cfg.sampling.vllm_tis_cap!r} must be 0 (off) or > 1 (weights are "
-                          "truncated at the cap, or masked outside [1/cap, cap])")
-    if not 0 < cfg.sampling.top_p <= 1:
-        raise ConfigError(f"sampling.top_p={cfg.sampling.top_p!r} must be in (0, 1]")
-    if not 0 <= cfg.sampling.min_p < 1:
-        raise ConfigError(f"sampling.min_p={cfg.sampling.min_p!r} must be in [0, 1)")
-    if not all(cfg.sampling.stop):
-        raise ConfigError(f"sampling.stop={cfg.sampling.stop!r}: an empty stop string would end every completion")
-    from reasoner.rewards import check_weights
-
-    try:
-        check_weights(cfg.algo.reward_weights)
-    except (KeyError, ValueError) as e:
-        raise ConfigError(f"algo.reward_weights: {e.args[0]}") from None
-    _check_reward_model(cfg.algo)
-    if cfg.sampling.group_size < 2 and not needs_critic(cfg.algo.advantage):
-        raise ConfigError(f"sampling.group_size={cfg.sampling.group_size} with algo.advantage={cfg.algo.advantage}: "
-                          "a group estimator compares each completion with the others of its group, so one "
-                          "completion per problem gives zero advantage and trains nothing; use "
-                          "sampling.group_size>=2 (or algo.advantage=gae, which needs no group)")
-    _check_run_extras(cfg)
+    config_checks.algo(cfg.algo)
+    config_checks.sampling(cfg.sampling)
+    config_checks.group_size(cfg.sampling.group_size, cfg.algo.advantage, needs_critic(cfg.algo.advantage))
+    config_checks.run(cfg.run, cfg.optim)
     n = cfg.run.batch_size * cfg.sampling.group_size
     if n % cfg.algo.minibatches:
         raise ConfigError(f"algo.minibatches={cfg.algo.minibatches} must divide run.batch_size*sampling.group_size={n}")
     return cfg
-
-
-def _check_run_extras(cfg: Config) -> None:
-    """Trackers (known kinds, their optional extras installed), best checkpoint / early stopping, the LR schedule."""
-    import importlib
-
-    r = cfg.run
-    importlib.import_module("reasoner.trackers").check(r.report_to)
-    if r.best_metric and not r.eval_every:
-        raise ConfigError(f"run.best_metric={r.best_metric!r} needs evaluations during training: set "
-                          "run.eval_every>0 (it is 0: only before and after), or run.best_metric='' to turn it off")
-    if r.patience and not r.best_metric:
-        raise ConfigError(f"run.patience={r.patience} counts evaluations without a new best of run.best_metric; "
-                          "set run.best_metric (e.g. eval/accuracy) or run.patience=0")
-    importlib.import_module("reasoner.optim").check_schedule(cfg.optim, r.steps)
-
-
-def _check_reward_model(algo) -> None:
-    """algo.reward_model: a local directory with a config.json, given whenever the run asks for it."""
-    path = Path(algo.reward_model).expanduser() if algo.reward_model else None
-    if path is not None and not (path / "config.json").is_file():
-        raise ConfigError(f"algo.reward_model={algo.reward_model!r}: no save_pretrained sequence classifier there "
-                          "(no config.json; build one with scripts/train_reward_model.py)")
-    if path is None and ("reward_model" in algo.reward_weights or algo.reward_model_verifier):
-        raise ConfigError("algo.reward_model is empty, but algo.reward_weights or algo.reward_model_verifier asks "
-                          "for the 'reward_model' reward: set algo.reward_model=<local dir>")
-
-
-def _check_loss_kind(algo) -> None:
-    """algo.dual_clip bounds the clipped surrogate: only policy losses that have one take it."""
-    import importlib
-
-    losses = importlib.import_module("reasoner.losses")
-    if algo.dual_clip and not losses.POLICY_LOSSES.get(algo.policy_loss).dual_clip:
-        raise ConfigError(f"algo.dual_clip={algo.dual_clip!r} applies to algo.policy_loss="
-                          f"{' | '.join(losses.dual_clip_losses())} only, not {algo.policy_loss}; set algo.dual_clip=0")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
