@@ -85,3 +85,17 @@ def test_bad_arguments_are_clear_errors():
         check("1", "1", timeout=0)
     with pytest.raises(ValueError, match="responses"):
         check_batch(["1"], ["1", "2"])
+
+
+def test_a_float_past_the_int_digit_limit_is_wrong_not_an_error():
+    # "1E5000" goes to the symbolic comparison, where a float literal is spelled as the rational
+    # it writes: str(Float) gives 5001 digits, past Python's 4300-digit int/str limit, and
+    # sympy.Rational raised TypeError -> a verdict 'error' (seen in a training run of the tiny
+    # model). The float now stays a float and the comparison says "not equal".
+    from reasoner.verifiers.math import check, normalize
+    from reasoner.verifiers.math.symbolic import compare_symbolic
+
+    assert compare_symbolic(normalize("1E5000"), normalize("42")) is False
+    for response in ("1E5000", "1E5000/3", "-2E4400"):
+        assert check(response, "42").status == "wrong", response
+    assert check("1E2", "100").status == "correct"  # below the limit: spelled exactly, as before

@@ -41,7 +41,16 @@ def exact(e):
     if not isinstance(e, sympy.Basic):
         return e
     floats = e.atoms(sympy.Float)
-    return e.xreplace({f: sympy.Rational(str(f)) for f in floats}) if floats else e
+    return e.xreplace({f: _spelled(f) for f in floats}) if floats else e
+
+
+def _spelled(f):
+    """The rational a float literal spells; the float itself past Python's 4300-digit limit on
+    int/str conversion (``1e5000``: sympy raises TypeError or ValueError there)."""
+    try:
+        return sympy.Rational(str(f))
+    except (TypeError, ValueError):
+        return f
 
 
 def _is_zero(d, scale) -> bool | None:
