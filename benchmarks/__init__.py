@@ -8,7 +8,7 @@ first use.
 from .metrics import answer_classes, avg_at_n, default_k_list, maj_at_k, maj_at_k_classes, mean_std, pass_at_k
 
 _LAZY = {"EvalResult": "run", "aggregate": "run", "evaluate": "run", "run_suites": "run", "load_suites": "run",
-         "TrainingEval": "run", "suite_sets": "run",
+         "TrainingEval": "run",
          "SUITES": "suites", "Suite": "suites", "Protocol": "suites", "load_suite": "suites",
          "resolve_suite": "suites"}
 

@@ -292,13 +292,3 @@ class TrainingEval:
                 row[f"eval/{spec}/avg@{n}"], row[f"eval/{spec}/pass@{n}"] = m[f"avg@{n}"], m[f"pass@{n}"]
         return row
 
-
-def suite_sets(specs: str, data_cfg: Any, tokenizer: Any) -> dict[str, tuple[list[Problem], list[str]]]:
-    """``run.eval_suites`` (comma-separated) -> {spec: (problems, rendered prompts)}."""
-    from reasoner.data import render_all
-
-    out = {}
-    for spec in [s.strip() for s in specs.split(",") if s.strip()]:
-        problems = load_suite(resolve_suite(spec), data_cfg)
-        out[spec] = (problems, render_all(problems, tokenizer, data_cfg))
-    return out

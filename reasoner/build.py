@@ -59,7 +59,7 @@ def build(cfg: Config) -> Run:
     advantage = _advantage_stage(model, cfg.algo, cfg.optim, cfg.sampling.group_size, eng)
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
     sampler = make_sampler(model, tok, cfg, device, eng.lean)
-    render = functools.partial(_render, tokenizer=tok, data_cfg=cfg.data)
+    render = functools.partial(data.render, tokenizer=tok, cfg=cfg.data)
     stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed, dd.rank, dd.world)
     a, s = cfg.algo, cfg.sampling
     return Run(
@@ -96,10 +96,6 @@ def _setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo, bool]:
     runtime.seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights and adapters
     device = distributed.local_device(runtime.pick_device(cfg.run.device))
     return device, distributed.init(device), is_sharded
-
-
-def _render(problem, tokenizer, data_cfg) -> str:
-    return data.render(problem, tokenizer, data_cfg)
 
 
 def _problems(cfg: Config):

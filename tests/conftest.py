@@ -65,3 +65,21 @@ def run_args(tiny_model_dir, tmp_path):
                 "run.batch_size=4", "sampling.group_size=4", "sampling.max_new_tokens=4", "data.eval_size=8",
                 "run.threads=2", *extra]
     return make
+
+
+@pytest.fixture(scope="module")
+def random_tiny_model():
+    """A random fp32 model with the tiny architecture and the char tokenizer (built in a second):
+    long, varied completions; one per test module."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    from reasoner.models import prepare_tokenizer, set_generation_ids
+    from reasoner.models.tiny import TinyRecipe, build_config, build_tokenizer
+
+    tok = build_tokenizer()
+    prepare_tokenizer(tok)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(build_config(TinyRecipe(layers=2), tok)).float()
+    set_generation_ids(model, tok)
+    return model.eval(), tok

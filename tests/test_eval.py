@@ -131,7 +131,8 @@ def test_reasoner_eval_end_to_end_on_tiny_model(tmp_path, capsys, tiny_model_dir
 
 
 def test_suite_metrics_for_the_trainer(tmp_path):
-    from reasoner.benchmarks import TrainingEval, suite_sets
+    from reasoner.benchmarks import TrainingEval, load_suite, resolve_suite
+    from reasoner.data import render_all
     from reasoner.config import DataConfig
 
     f = tmp_path / "toy.jsonl"
@@ -140,7 +141,8 @@ def test_suite_metrics_for_the_trainer(tmp_path):
     class Tok:
         chat_template = None
 
-    sets = suite_sets(str(f), DataConfig(), Tok())
+    problems = load_suite(resolve_suite(str(f)), DataConfig())
+    sets = {str(f): (problems, render_all(problems, Tok(), DataConfig()))}  # as the build step makes them
     row = TrainingEval(ScriptedSampler(SCRIPT), sets[str(f)], sets, max_new_tokens=16, samples=4)(step=10)
     assert row == {"eval/accuracy": 1.0, "eval/sampled_accuracy": pytest.approx(3 / 8), f"eval/{f}/accuracy": 1.0,
                    f"eval/{f}/avg@4": pytest.approx(3 / 8), f"eval/{f}/pass@4": 1.0}

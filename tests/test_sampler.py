@@ -11,22 +11,6 @@ from reasoner.sampler.transformers import TransformersSampler
 PROMPTS = ["12+7=", "3-1=", "45+45=", "9="]  # different lengths: left padding is exercised
 
 
-@pytest.fixture(scope="module")
-def model_tok():
-    """A random fp32 model with the tiny architecture and the char tokenizer (built in a second)."""
-    from transformers import Qwen2ForCausalLM
-
-    from reasoner.models import prepare_tokenizer, set_generation_ids
-    from reasoner.models.tiny import TinyRecipe, build_config, build_tokenizer
-
-    tok = build_tokenizer()
-    prepare_tokenizer(tok)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(build_config(TinyRecipe(layers=2), tok)).float()
-    set_generation_ids(model, tok)
-    return model.eval(), tok
-
-
 def _sampler(model, tok, eos_extra: int = 0, **kw) -> TransformersSampler:
     s = TransformersSampler(model, tok, **kw)
     if eos_extra:  # a random model rarely says EOS: let 10 ordinary tokens end a row too (ragged lengths)
@@ -41,9 +25,9 @@ def _full_forward_logp(model, roll, temperature):
 
 
 @pytest.mark.parametrize("temperature, compact", [(1.0, 1.0), (0.7, 1.0), (1.3, 0.0), (1.0, 0.5)])
-def test_sampled_logp_equals_full_forward(model_tok, temperature, compact):
+def test_sampled_logp_equals_full_forward(random_tiny_model, temperature, compact):
     """No truncation: the sampler's log-probs are the trainer's (top_k/min_p/top_p: tests/test_sampling_controls.py)."""
-    model, tok = model_tok
+    model, tok = random_tiny_model
     s = _sampler(model, tok, eos_extra=10, compact=compact)
     roll = s.generate(PROMPTS, SamplingParams(n=4, temperature=temperature, max_new_tokens=12, seed=3))
     lengths = roll.lengths
@@ -60,8 +44,8 @@ def test_sampled_logp_equals_full_forward(model_tok, temperature, compact):
     assert not torch.isin(roll.completion_ids.masked_fill(~m, -1)[:, :-1][m[:, 1:]], eos).any()
 
 
-def test_greedy_matches_hf_generate(model_tok):
-    model, tok = model_tok
+def test_greedy_matches_hf_generate(random_tiny_model):
+    model, tok = random_tiny_model
     T = 10
     roll = _sampler(model, tok).generate(PROMPTS, SamplingParams(n=3, temperature=0.0, max_new_tokens=T))
     enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -77,8 +61,8 @@ def test_greedy_matches_hf_generate(model_tok):
             assert row == want
 
 
-def test_seeded_sampling_is_reproducible_and_chunking_is_consistent(model_tok):
-    model, tok = model_tok
+def test_seeded_sampling_is_reproducible_and_chunking_is_consistent(random_tiny_model):
+    model, tok = random_tiny_model
     p = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=11)
     a = _sampler(model, tok, eos_extra=10).generate(PROMPTS, p)
     b = _sampler(model, tok, eos_extra=10).generate(PROMPTS, p)
@@ -92,9 +76,9 @@ def test_seeded_sampling_is_reproducible_and_chunking_is_consistent(model_tok):
     assert whole.texts == parts.texts
 
 
-def test_rollout_tensors_work_with_autograd(model_tok):
+def test_rollout_tensors_work_with_autograd(random_tiny_model):
     """The sampler runs under inference mode; its outputs must still feed a training forward."""
-    model, tok = model_tok
+    model, tok = random_tiny_model
     roll = _sampler(model, tok).generate(PROMPTS[:2], SamplingParams(n=2, max_new_tokens=4, seed=0))
     logp, _ = completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
     (logp * roll.completion_mask).sum().backward()
@@ -104,11 +88,11 @@ def test_rollout_tensors_work_with_autograd(model_tok):
 
 @pytest.mark.parametrize("chunk, keep, lean", [(1 << 22, 1 << 27, True), (300, 1 << 27, True), (300, 0, True),
                                               (300, 1 << 27, False)])
-def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, keep, lean):
+def test_padding_free_head_equals_full_forward(random_tiny_model, monkeypatch, chunk, keep, lean):
     """Both backbones (models.fast's packed one, transformers' shared-prefix one) against the model's logits."""
     import reasoner.logprobs as lp
 
-    model, tok = model_tok
+    model, tok = random_tiny_model
     if not lean:
         monkeypatch.setattr(lp.fast, "supports", lambda backbone: False)
     monkeypatch.setattr(lp, "HEAD_CHUNK", chunk)  # vocab 97: 300 logits = 3 rows per chunk
@@ -122,12 +106,12 @@ def test_padding_free_head_equals_full_forward(model_tok, monkeypatch, chunk, ke
     _assert_same_logp_and_grads(ours, plain)
 
 
-def test_two_forwards_before_one_backward_keep_their_own_softmax(model_tok):
+def test_two_forwards_before_one_backward_keep_their_own_softmax(random_tiny_model):
     """The kept softmax lives in a reused workspace; a second forward before the first's backward
     must not overwrite it: gradients of logp1 + logp2 equal the plain forward's."""
     import reasoner.logprobs as lp
 
-    model, tok = model_tok
+    model, tok = random_tiny_model
     roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=2, max_new_tokens=6, seed=3))
     args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)
     ids, mask, m = torch.cat(args[::2], 1), torch.cat(args[1::2], 1), roll.completion_mask
@@ -187,10 +171,10 @@ def test_call_tokens_scale_with_depth_over_size():
     assert _call_tokens(deep) == 4 * CALL_WORK_PER_LAYER // 1_001_000 == 268  # 4 * 2^26 / 1.001e6 = 268.2
 
 
-def test_bucketed_logp_equals_one_batch(model_tok, monkeypatch):
+def test_bucketed_logp_equals_one_batch(random_tiny_model, monkeypatch):
     import reasoner.logprobs as lp
 
-    model, tok = model_tok
+    model, tok = random_tiny_model
     monkeypatch.setattr(lp.fast, "supports", lambda backbone: False)  # buckets serve the padded (transformers) path
     roll = _sampler(model, tok, eos_extra=10).generate(PROMPTS, SamplingParams(n=8, max_new_tokens=12, seed=2))
     args = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)

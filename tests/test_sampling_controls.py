@@ -97,22 +97,6 @@ def tiny(tiny_model_dir):
     return model.float().eval(), tok
 
 
-@pytest.fixture(scope="module")
-def random_model():
-    """A random fp32 model with the tiny architecture: long, varied completions for stop strings."""
-    from transformers import Qwen2ForCausalLM
-
-    from reasoner.models import prepare_tokenizer, set_generation_ids
-    from reasoner.models.tiny import TinyRecipe, build_config, build_tokenizer
-
-    tok = build_tokenizer()
-    prepare_tokenizer(tok)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(build_config(TinyRecipe(layers=2), tok)).float()
-    set_generation_ids(model, tok)
-    return model.eval(), tok
-
-
 def _forward_logp(model, roll, params: SamplingParams) -> torch.Tensor:
     """Log-probs [N, T] of the sampled tokens: one forward over prompt + completion, then ``params``' processing."""
     ids = torch.cat([roll.prompt_ids, roll.completion_ids], 1)
@@ -168,10 +152,10 @@ def _legacy_sample_tokens(logits, params, gen):
 
 @pytest.mark.parametrize("temperature, top_p, compact", [(1.0, 1.0, 1.0), (1.3, 1.0, None), (0.0, 1.0, 0.0),
                                                          (0.7, 0.9, 1.0)])
-def test_with_processing_off_tokens_and_logp_are_the_old_ones(random_model, monkeypatch, temperature, top_p, compact):
+def test_with_processing_off_tokens_and_logp_are_the_old_ones(random_tiny_model, monkeypatch, temperature, top_p, compact):
     import reasoner.sampler.transformers as st
 
-    model, tok = random_model
+    model, tok = random_tiny_model
     params = SamplingParams(n=4, temperature=temperature, top_p=top_p, max_new_tokens=12, seed=3)
     new = TransformersSampler(model, tok, compact=compact).generate(PROMPTS, params)
     monkeypatch.setattr(st, "sample_tokens", _legacy_sample_tokens)
@@ -192,10 +176,10 @@ def _text(tok, ids) -> str:
     return tok.decode(ids, skip_special_tokens=True)
 
 
-def test_stop_strings_end_rows_where_the_unstopped_run_first_holds_one(random_model):
+def test_stop_strings_end_rows_where_the_unstopped_run_first_holds_one(random_tiny_model):
     """Compaction off: every step draws for the same rows, so a stopped run is the unstopped one cut at the
     token that completes a stop string (kept, not truncated, the text before the stop string)."""
-    model, tok = random_model
+    model, tok = random_tiny_model
     base = SamplingParams(n=4, max_new_tokens=12, seed=5)
     free = TransformersSampler(model, tok, compact=0.0).generate(PROMPTS, base)
     long_rows = [t for t in free.texts if len(t) >= 8]
@@ -218,8 +202,8 @@ def test_stop_strings_end_rows_where_the_unstopped_run_first_holds_one(random_mo
 
 
 @pytest.mark.parametrize("compact, lockstep", [(1.0, False), (None, False), (0.0, True)])
-def test_stopped_rows_end_at_the_completing_token(random_model, compact, lockstep):
-    model, tok = random_model
+def test_stopped_rows_end_at_the_completing_token(random_tiny_model, compact, lockstep):
+    model, tok = random_tiny_model
     stop = ("ab", *"0123456789")  # ten one-char strings: most rows stop within 16 tokens
     s = TransformersSampler(model, tok, compact=compact, lockstep=lockstep)
     roll = s.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=16, seed=2, stop=stop))
@@ -240,8 +224,8 @@ def test_stopped_rows_end_at_the_completing_token(random_model, compact, lockste
     assert "stop" in kinds
 
 
-def test_stop_checker_by_hand(random_model):
-    _, tok = random_model
+def test_stop_checker_by_hand(random_tiny_model):
+    _, tok = random_tiny_model
     st = StopStrings(tok, ("</a>", "\u00e9!"), vocab=len(tok) + 3)  # 4 bytes; 3 bytes (é is 2)
     assert st.window == 5 and st.can_end.shape == (len(tok) + 3,)
     ends = {t for t in range(len(tok)) if st.can_end[t] and _text(tok, [t])}
