@@ -96,6 +96,6 @@ def test_a_float_past_the_int_digit_limit_is_wrong_not_an_error():
     from reasoner.verifiers.math.symbolic import compare_symbolic
 
     assert compare_symbolic(normalize("1E5000"), normalize("42")) is False
-    for response in ("1E5000", "1E5000/3", "-2E4400"):
-        assert check(response, "42").status == "wrong", response
+    for response in ("1E5000", "1E5000/3", "-2E4400"):  # a generous limit: this is about the verdict, not the time
+        assert check(response, "42", timeout=30).status == "wrong", response
     assert check("1E2", "100").status == "correct"  # below the limit: spelled exactly, as before

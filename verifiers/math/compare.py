@@ -132,18 +132,30 @@ def parse(s: str, *, top: bool = True) -> Node:
                 return Node("group", tuple(parse(p, top=False) for p in inner[:MAX_ITEMS + 1]), left[-1], right[-1])
     items = split_top(s, ",")
     if len(items) > 1:
-        return Node("list", tuple(parse(p, top=False) for p in items[:MAX_ITEMS + 1]))
+        return _list(items[:MAX_ITEMS + 1])
     iv = _inequality(s)
     if iv is not None:
         return iv
     pm = split_top(s, "\\pm")
-    if len(pm) == 2 and pm[1]:
+    if len(pm) == 2 and pm[1] and len(split_top(pm[0], "=")) == 1:  # "x = 2 \pm 1" is a labelled +-
         a = pm[0] or "0"
         return Node("list", (leaf(f"{a}+{pm[1]}"), leaf(f"{a}-{pm[1]}")))
     eq = split_top(s, "=")
     if len(eq) >= 2 and all(eq) and not re.search(r"[<>]|\\[lg]eq", s):
         return Node("eq", tuple(leaf(x.strip()) for x in eq))
     return leaf(s)
+
+
+def _list(items: list[str]) -> Node:
+    """An unordered list. A label on its first item names the whole list (``x = 1, 2``), and a
+    +- item stands for its two values (``\\pm 2, \\pm i`` is four roots)."""
+    first = split_top(items[0], "=")
+    if len(first) == 2 and re.fullmatch(_SIMPLE_LHS, first[0].strip()) and first[1].strip() \
+            and not any(len(split_top(x, "=")) > 1 for x in items[1:]):
+        items = [first[1].strip(), *items[1:]]
+    nodes = (parse(x, top=False) for x in items)
+    flat = tuple(y for n in nodes for y in (n.items if n.kind == "list" else (n,)))
+    return Node("list", flat[:MAX_ITEMS + 1])
 
 
 def _matrix(s: str) -> Node | None:
