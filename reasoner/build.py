@@ -22,8 +22,10 @@ from reasoner.benchmarks.suites import load_suite, resolve_suite
 from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, reward_model, runtime, trackers
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.best import Best
+from reasoner.breakdown import Breakdown
 from reasoner.config import Config, ConfigError, SamplingConfig, save_config, to_dict
 from reasoner.critic import Critic, CriticAdvantage, CriticParams
+from reasoner.data import mixture
 from reasoner.data.overlap import warn_overlap
 from reasoner.dynamic import Collector
 from reasoner.mismatch import Correction
@@ -47,7 +49,8 @@ def build(cfg: Config) -> Run:
     stop = StopAtStep(active=dd.world == 1)  # before any fork: children leave SIGINT to this process
     if not sys.stderr.isatty():
         _quiet_progress_bars()  # a log file: no carriage-return bars from transformers and the hub
-    train_set, eval_set, suites = _problems(cfg)
+    sources = mixture.parse_sources(cfg.data.train)
+    train_set, eval_set, suites = _problems(cfg, sources)
     train_set = _reward_model(cfg.algo, device, train_set)
     isolation = _check_sandbox(train_set + eval_set, cfg.run.allow_weak_sandbox)
 
@@ -60,7 +63,8 @@ def build(cfg: Config) -> Run:
     policy = distributed.wrap(model, cfg.run.parallel)  # DDP/FSDP2 under torchrun
     sampler = make_sampler(model, tok, cfg, device, eng.lean)
     render = functools.partial(data.render, tokenizer=tok, cfg=cfg.data)
-    stream = runtime.ProblemStream(train_set, cfg.run.batch_size, cfg.data.seed, dd.rank, dd.world)
+    stream = runtime.problem_stream(train_set, mixture.weights(sources), cfg.run.batch_size, cfg.data.seed,
+                                    dd.rank, dd.world)
     a, s = cfg.algo, cfg.sampling
     return Run(
         r=cfg.run, out=out, dd=dd, device=device, model=model, policy=policy, tok=tok, prec=prec,
@@ -76,7 +80,8 @@ def build(cfg: Config) -> Run:
                               top_k=s.top_k, min_p=s.min_p, stop=tuple(s.stop)),
         log=distributed.metrics_log(out, sinks=trackers.make(cfg.run.report_to, out, to_dict(cfg),
                                                              cfg.run.tracker_project, dd.is_main)),
-        isolation=isolation, n_eval=len(eval_set), stop=stop, best=Best.of(cfg.run))
+        isolation=isolation, n_eval=len(eval_set), stop=stop, best=Best.of(cfg.run),
+        breakdown=Breakdown.of([s.label for s in sources], train_set))
 
 
 def sampling_params(s: SamplingConfig) -> SamplingParams:
@@ -98,25 +103,25 @@ def _setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo, bool]:
     return device, distributed.init(device), is_sharded
 
 
-def _problems(cfg: Config):
-    """(train set, held-out set, the run.eval_suites' problem lists); one-line errors before any
-    model loads: an empty training set, a row naming an unknown verifier."""
+def _problems(cfg: Config, sources: list[mixture.Source]):
+    """(train set: every source's problems, held-out set, the run.eval_suites' problem lists); one-line
+    errors before any model loads: a source that cannot be loaded or is empty, a row naming an unknown
+    verifier."""
     d = cfg.data
-    train_set = data.load_problems(d.train, d.train_split, d)
+    parts = mixture.load_sources(sources, d)
     eval_set = data.load_problems(d.eval, d.eval_split, d)
     eval_set = eval_set[: d.eval_size] if d.eval_size else eval_set
-    if not train_set:
-        skipped = " (every row was skipped as malformed)" if getattr(train_set, "skipped", 0) else ""
-        raise data.DataError(f"data.train={d.train!r} (split {d.train_split!r}): the training set is empty{skipped}")
     suites = {spec: load_suite(resolve_suite(spec), d)
               for spec in [x.strip() for x in cfg.run.eval_suites.split(",") if x.strip()]}
     named = {f"run.eval_suites: {spec}": problems for spec, problems in suites.items()}
-    for key, problems in {f"data.train={d.train!r}": train_set, f"data.eval={d.eval!r}": eval_set, **named}.items():
+    train = {s.where: part for s, part in zip(sources, parts)}
+    for key, problems in {**train, f"data.eval={d.eval!r}": eval_set, **named}.items():
         try:
             verifiers.check_names(problems)
         except ValueError as e:
             raise data.DataError(f"{key}: {e.args[0]} (for a run: run.plugins=mypkg.verifiers or ./my_verifiers.py)"
                                  ) from None
+    train_set = parts[0] if len(parts) == 1 else [p for part in parts for p in part]
     warn_overlap(train_set, {d.eval: eval_set})
     return train_set, eval_set, suites
 

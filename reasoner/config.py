@@ -34,7 +34,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str = "synthetic"  # a named set (see `reasoner list`), a local file, or a hub id
+    train: Any = "synthetic"  # str or list: a named set (`reasoner list`), file or hub id; or weighted sources:
+    # "gsm8k:0.7,mbpp:0.3" or a list of {name, weight, split?, field_map?, verifier?, label?} (reasoner.data.mixture)
     eval: str = "synthetic"  # the held-out set evaluated every `run.eval_every` steps
     train_split: str = "train"
     eval_split: str = "test"
@@ -324,6 +325,7 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), name)
         if value < (1 if key in POSITIVE else 0):
             raise ConfigError(f"{key}={value!r} must be {'>= 1' if key in POSITIVE else '>= 0'}")
+    config_checks.data(cfg.data)
     config_checks.algo(cfg.algo)
     config_checks.sampling(cfg.sampling)
     config_checks.group_size(cfg.sampling.group_size, cfg.algo.advantage, needs_critic(cfg.algo.advantage))

@@ -8,6 +8,11 @@ from pathlib import Path
 from reasoner.errors import ConfigError
 
 
+def data(d) -> None:
+    """data.train: one source or several with weights (``reasoner.data.mixture.parse_sources``)."""
+    importlib.import_module("reasoner.data.mixture").parse_sources(d.train)
+
+
 def algo(a) -> None:
     """GAE's gamma/lam in [0, 1], the clip bounds, the policy loss's dual clip, reward weights, reward model."""
     for name in ("gamma", "lam"):

@@ -149,7 +149,8 @@ def loss_scale(n_local: float, loss_agg: str) -> float:
 
 def reduce_metrics(row: dict[str, Any]) -> dict[str, Any]:
     """Reduce the numeric metrics of one step over ranks: mean by default, max for ``*max`` and
-    ``time/*`` keys, min for ``*min``, sum for ``tokens_per_s``; "step" and non-numbers stay.
+    ``time/*`` keys, min for ``*min``, sum for ``tokens_per_s`` and ``*/count`` (``reasoner.breakdown``);
+    "step" and non-numbers stay.
 
     A key missing on some rank is reduced over the ranks that have it.
     """
@@ -183,7 +184,7 @@ def _reduce_op(key: str) -> str:
         return "max"
     if key.endswith("min"):
         return "min"
-    return "sum" if key in SUM_KEYS else "mean"
+    return "sum" if key in SUM_KEYS or key.endswith("/count") else "mean"
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -82,22 +82,39 @@ class MetricsLog:
             w.writerows(self.rows)
 
     def plot(self) -> None:
+        """training_curves.png: a panel per CURVES key, and one of accuracy per source when the run has several."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
-        for ax, (key, title) in zip(axes, CURVES):
-            pts = [(r["step"], r[key]) for r in self.rows if isinstance(r.get(key), (int, float))
-                   and not math.isnan(r[key])]
-            if pts:
-                ax.plot(*zip(*pts), marker="o" if key.startswith("eval/") else None, markersize=3)
+        panels = [(title, {"": _points(self.rows, key)}, key.startswith("eval/")) for key, title in CURVES]
+        per_source = {label: _points(self.rows, key) for label, key in _per_source(self.rows, "accuracy")}
+        if per_source:
+            panels.append(("accuracy per source (training)", per_source, False))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+        for ax, (title, series, marker) in zip(axes, panels):
+            for label, pts in series.items():
+                if pts:
+                    ax.plot(*zip(*pts), marker="o" if marker else None, markersize=3, label=label or None)
+            if len(series) > 1:
+                ax.legend(fontsize=8)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("step")
         fig.tight_layout()
         fig.savefig(self.dir / "training_curves.png", dpi=90)
         plt.close(fig)
+
+
+def _points(rows: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, value) of every row with a finite number under ``key``."""
+    return [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+
+
+def _per_source(rows: list[dict[str, Any]], metric: str) -> list[tuple[str, str]]:
+    """(label, key) of each ``source/<label>/<metric>`` column, in first-seen order (``reasoner.breakdown``)."""
+    keys = dict.fromkeys(k for r in rows for k in r if k.startswith("source/") and k.endswith(f"/{metric}"))
+    return [(k[len("source/"):-len(metric) - 1], k) for k in keys]
 
 
 def log_samples(path: Path, step: int, prompts: list[str], texts: list[str], scores: list[float],

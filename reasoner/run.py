@@ -19,6 +19,7 @@ from reasoner import verifiers
 from reasoner import checkpoint, distributed, seeds
 from reasoner.advantages import frac_zero_std_groups
 from reasoner.best import Best
+from reasoner.breakdown import NO_BREAKDOWN, Breakdown
 from reasoner.config import RunConfig
 from reasoner.metrics import log_samples, truncate_samples
 from reasoner.optim import Optimizer
@@ -54,6 +55,7 @@ class Run:
     n_eval: int
     stop: "StopAtStep"
     best: Best = field(default_factory=Best)  # run.best_metric's best evaluation, early stopping (run.patience)
+    breakdown: Breakdown = field(default_factory=Breakdown)  # per-source / per-verifier columns (none by default)
     t_start: float = field(default_factory=time.perf_counter)
     start: int = 0
     end: int = 0  # the last step recorded (run.steps, or earlier when stopped early)
@@ -119,8 +121,9 @@ class Run:
         r, G = self.r, self.params.n
         if self.dd.is_main and not self._shown_error:
             self._shown_error = report_errors(batch.verdicts, step)
-        row = distributed.reduce_metrics({**step_row(step, batch, upd, seconds, G), "kl/beta": self.kl.beta,
-                                          "kl/mean": self.kl.measured(upd), "lr": self.opt.lr, **shaped})
+        row = distributed.reduce_metrics({**step_row(step, batch, upd, seconds, G, self.breakdown),
+                                          "kl/beta": self.kl.beta, "kl/mean": self.kl.measured(upd), "lr": self.opt.lr,
+                                          **shaped})
         if self.dd.is_main and not self._warned_truncation:
             self._warned_truncation = warn_truncation(step, row["length/truncated_frac"], self.params.max_new_tokens)
         self.bad_steps = self.bad_steps + 1 if upd["update/skipped"] else 0
@@ -202,8 +205,10 @@ class Run:
         return final
 
 
-def step_row(step: int, batch, upd: dict, seconds: dict[str, float], G: int) -> dict:
-    """The step's metrics from its scored batch [N], the update's statistics and the time split."""
+def step_row(step: int, batch, upd: dict, seconds: dict[str, float], G: int,
+             breakdown: Breakdown = NO_BREAKDOWN) -> dict:
+    """The step's metrics from its scored batch [N], the update's statistics and the time split; with
+    several training sources or verifiers, their own columns (``reasoner.breakdown``)."""
     roll, verdicts, scores = batch.roll, batch.verdicts, batch.scores.view(-1, G)
     lengths = roll.lengths.float()
     row = {"step": step, "reward/mean": float(scores.mean()),
@@ -217,6 +222,7 @@ def step_row(step: int, batch, upd: dict, seconds: dict[str, float], G: int) -> 
            "tokens_per_s": float(lengths.sum()) / max(sum(seconds.values()), 1e-9)}
     for s in verifiers.STATUSES:
         row[f"verify/{s}_frac"] = sum(v.status == s for v in verdicts) / len(verdicts)
+    row.update(breakdown.row(batch.problems, verdicts, scores, lengths))
     return row
 
 

@@ -28,3 +28,14 @@ def shuffle(seed: int, step: int) -> torch.Generator:
 def epoch_order(seed: int, epoch: int) -> torch.Generator:
     """The order of the training problems in one pass over them (data.seed)."""
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def source_order(seed: int, source: int, epoch: int) -> torch.Generator:
+    """The order of mixture source ``source``'s problems in one pass over them (data.seed; ``data.train``
+    with several sources): each source has its own passes, apart from the others'."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + 1_000_000_007 * (source + 1))
+
+
+def mixture(seed: int, step: int) -> torch.Generator:
+    """Which source each problem of a step's global batch comes from (data.seed; several sources)."""
+    return torch.Generator().manual_seed(seed * 1_000_037 + step + 500_000_003)

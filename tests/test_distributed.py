@@ -115,7 +115,8 @@ def _worker(rank: int, port: int, model_dir: str, out: str) -> None:
     result["fsdp/token_mean"] = _update(Path(model_dir), "token_mean", info.rank, strategy="fsdp")
     result["critic"] = _critic_update(Path(model_dir), info.rank)
     row = {"step": 3, "reward/mean": float(rank), "length/max": float(10 + rank), "loss/ratio_min": 1.0 - rank,
-           "tokens_per_s": 100.0, "time/update": 1.0 + rank, "only/rank1": 5.0, "note": "text"}
+           "tokens_per_s": 100.0, "time/update": 1.0 + rank, "only/rank1": 5.0, "note": "text",
+           "source/a/count": 1.0 + rank}
     if rank == 0:
         del row["only/rank1"]
     result["metrics"] = distributed.reduce_metrics(row)
@@ -192,9 +193,10 @@ def test_metrics_are_reduced_over_ranks(ddp_results):
     m0, m1 = ddp_results[0]["metrics"], ddp_results[1]["metrics"]
     assert m0 == m1
     # mean of 0 and 1; max of 10 and 11; min of 1 and 0; sum of 100 and 100; max of the times;
-    # a key only rank 1 has keeps its value; step and text pass through
+    # a key only rank 1 has keeps its value; step and text pass through; counts add up: 1 + 2
     assert m0 == {"step": 3, "reward/mean": 0.5, "length/max": 11.0, "loss/ratio_min": 0.0,
-                  "tokens_per_s": 200.0, "time/update": 2.0, "only/rank1": 5.0, "note": "text"}
+                  "tokens_per_s": 200.0, "time/update": 2.0, "only/rank1": 5.0, "note": "text",
+                  "source/a/count": 3.0}
     # token_mean scale = W * n_local / n_global: 2 * 3 / 11 on rank 0, 2 * 8 / 11 on rank 1
     assert ddp_results[0]["scale"] == pytest.approx(6 / 11) and ddp_results[1]["scale"] == pytest.approx(16 / 11)
 

@@ -51,8 +51,8 @@ def _load_hub(spec: str, split: str, cfg: Any) -> Problems:
     try:
         rows = list(read_hub(hub_id, split, config or None))
     except Exception as e:
-        raise DataError(f"{spec!r} is not a named set (valid: {', '.join(DATASETS.names())}), not a local file, "
-                        f"and loading it from the hub failed ({type(e).__name__}: {str(e)[:200]})") from None
+        raise DataError(f"{spec!r} is not a named set (valid: {', '.join(DATASETS.names())}; `reasoner list`), not a "
+                        f"local file, and loading it from the hub failed ({type(e).__name__}: {str(e)[:200]})") from None
     return build_problems(rows, hub_id, field_map=cfg.field_map, skip_bad=cfg.skip_bad_rows)
 
 
