@@ -22,7 +22,7 @@ from reasoner.benchmarks.suites import load_suite, resolve_suite
 from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, reward_model, runtime, trackers
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.best import Best
-from reasoner.config import Config, ConfigError, SamplingConfig, save_config, to_dict
+from reasoner.config import Config, ConfigError, SamplingConfig, to_dict
 from reasoner.critic import Critic, CriticAdvantage, CriticParams
 from reasoner.data.overlap import warn_overlap
 from reasoner.dynamic import Collector
@@ -43,8 +43,8 @@ def build(cfg: Config) -> Run:
     out = Path(cfg.run.out_dir)
     if dd.is_main:
         checkpoint.prepare_run_dir(out, cfg.run.resume, cfg.run.overwrite)  # writable; not another run's; no stale tmp
-        save_config(cfg, out / "config.yaml")
-    stop = StopAtStep(active=dd.world == 1)  # before any fork: children leave SIGINT to this process
+        checkpoint.save_config(cfg, out / "config.yaml")  # written atomically: a resume reads it
+    stop = StopAtStep(dd.rank, dd.world)  # before any fork: children leave SIGINT to this process
     if not sys.stderr.isatty():
         _quiet_progress_bars()  # a log file: no carriage-return bars from transformers and the hub
     train_set, eval_set, suites = _problems(cfg)
@@ -102,8 +102,8 @@ def _problems(cfg: Config):
     """(train set, held-out set, the run.eval_suites' problem lists); one-line errors before any
     model loads: an empty training set, a row naming an unknown verifier."""
     d = cfg.data
-    train_set = data.load_problems(d.train, d.train_split, d)
-    eval_set = data.load_problems(d.eval, d.eval_split, d)
+    train_set = _load(d.train, d.train_split, d, "data.train")
+    eval_set = _load(d.eval, d.eval_split, d, "data.eval")
     eval_set = eval_set[: d.eval_size] if d.eval_size else eval_set
     if not train_set:
         skipped = " (every row was skipped as malformed)" if getattr(train_set, "skipped", 0) else ""
@@ -119,6 +119,14 @@ def _problems(cfg: Config):
                                  ) from None
     warn_overlap(train_set, {d.eval: eval_set})
     return train_set, eval_set, suites
+
+
+def _load(spec: str, split: str, d, key: str):
+    """``data.load_problems``; its one-line error names the config key (data.train / data.eval)."""
+    try:
+        return data.load_problems(spec, split, d)
+    except data.DataError as e:
+        raise data.DataError(f"{key}={spec!r}: {e.args[0]}") from None
 
 
 def _reward_model(algo, device: torch.device, train_set: list) -> list:
