@@ -13,8 +13,8 @@ from pathlib import Path
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 LOW_SPACE = 64 << 20  # bytes: a write error with less free than this is taken for a full disk
-FIX = ("free some space (or move the run directory to a disk with room and set run.out_dir to it), then resume "
-       "with --resume auto")
+FIX = ("free some space, or move the run directory to a disk with room and set run.out_dir to it; then resume with "
+       "--resume auto")
 
 
 class WriteError(OSError):
@@ -53,7 +53,7 @@ def is_full(e: BaseException, path: Path) -> bool:
 
 def write_error(path: Path, e: BaseException, what: str = "", intact: str = "the last checkpoint is intact",
                 fix: str = FIX) -> WriteError:
-    """``could not write <what><path>: <why>; <intact> (<fix>)``, one line."""
+    """``could not write <what><path>: <why>; <intact>: <fix>``, one line."""
     if is_full(e, path):
         free = free_bytes(path)
         why = "no space left on the device" + (f" ({free / 2**20:.0f} MiB free)" if free >= 0 else "")
@@ -61,7 +61,7 @@ def write_error(path: Path, e: BaseException, what: str = "", intact: str = "the
         why = e.strerror
     else:
         why = f"{type(e).__name__}: " + " ".join(str(e).split())[:200]
-    return WriteError(f"could not write {what}{path}: {why}; {intact} ({fix})")
+    return WriteError(f"could not write {what}{path}: {why}; {intact}: {fix}")
 
 
 @contextlib.contextmanager

@@ -146,7 +146,8 @@ def test_a_tracker_on_a_full_disk_is_one_line_naming_its_files(tiny_model_dir, t
 
 def test_write_error_names_the_file_and_keeps_other_reasons():
     e = writes.write_error(Path("/x/metrics.jsonl"), OSError(errno.EACCES, "Permission denied"))
-    assert str(e).startswith("could not write /x/metrics.jsonl: Permission denied; the last checkpoint is intact (")
+    assert str(e).startswith("could not write /x/metrics.jsonl: Permission denied; the last checkpoint is intact: "
+                             "free some space")
     torch_full = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
     assert writes.is_full(OSError(errno.EDQUOT, "quota"), Path("/")) and not writes.is_full(torch_full, Path("/"))
 
