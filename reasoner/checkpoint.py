@@ -173,13 +173,17 @@ def load_state(ckpt: Path, rank: int | None = None) -> dict[str, Any]:
 
 def clean_stale(run_dir: Path) -> list[Path]:
     """Remove what a kill during a save leaves: ``.tmp-step-*`` directories and step directories
-    without their trainer state (half deleted); return what was removed."""
+    without their trainer state (half deleted), and the temporary files of ``writes.replace_with``;
+    return what was removed."""
     root = Path(run_dir) / "checkpoints"
     stale = [p for p in root.glob(".tmp-step-*")] + [p for p in root.glob("step-*") if not (p / STATE).is_file()]
     stale += list(Path(run_dir).glob(".tmp-best-*"))
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
-    return stale
+    files = [p for p in Path(run_dir).glob(".*.tmp-*") if p.is_file()]  # .config.yaml.tmp-PID, ...
+    for p in files:
+        p.unlink(missing_ok=True)
+    return stale + files
 
 
 def prepare_run_dir(run_dir: Path, resume: str, overwrite: bool) -> None:
