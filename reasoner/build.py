@@ -23,7 +23,7 @@ from reasoner import checkpoint, data, distributed, engine, kl, lora, precision,
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.best import Best
 from reasoner.breakdown import Breakdown
-from reasoner.config import Config, ConfigError, SamplingConfig, save_config, to_dict
+from reasoner.config import Config, ConfigError, SamplingConfig, to_dict
 from reasoner.critic import Critic, CriticAdvantage, CriticParams
 from reasoner.data import mixture
 from reasoner.data.overlap import warn_overlap
@@ -45,8 +45,8 @@ def build(cfg: Config) -> Run:
     out = Path(cfg.run.out_dir)
     if dd.is_main:
         checkpoint.prepare_run_dir(out, cfg.run.resume, cfg.run.overwrite)  # writable; not another run's; no stale tmp
-        save_config(cfg, out / "config.yaml")
-    stop = StopAtStep(active=dd.world == 1)  # before any fork: children leave SIGINT to this process
+        checkpoint.save_config(cfg, out / "config.yaml")  # written atomically: a resume reads it
+    stop = StopAtStep(dd.rank, dd.world)  # before any fork: children leave SIGINT to this process
     if not sys.stderr.isatty():
         _quiet_progress_bars()  # a log file: no carriage-return bars from transformers and the hub
     sources = mixture.parse_sources(cfg.data.train)
@@ -108,8 +108,8 @@ def _problems(cfg: Config, sources: list[mixture.Source]):
     errors before any model loads: a source that cannot be loaded or is empty, a row naming an unknown
     verifier."""
     d = cfg.data
-    parts = mixture.load_sources(sources, d)
-    eval_set = data.load_problems(d.eval, d.eval_split, d)
+    parts = mixture.load_sources(sources, d)  # each names its entry of data.train in its errors
+    eval_set = _load(d.eval, d.eval_split, d, "data.eval")
     eval_set = eval_set[: d.eval_size] if d.eval_size else eval_set
     suites = {spec: load_suite(resolve_suite(spec), d)
               for spec in [x.strip() for x in cfg.run.eval_suites.split(",") if x.strip()]}
@@ -124,6 +124,14 @@ def _problems(cfg: Config, sources: list[mixture.Source]):
     train_set = parts[0] if len(parts) == 1 else [p for part in parts for p in part]
     warn_overlap(train_set, {d.eval: eval_set})
     return train_set, eval_set, suites
+
+
+def _load(spec: str, split: str, d, key: str):
+    """``data.load_problems``; its one-line error names the config key (data.train / data.eval)."""
+    try:
+        return data.load_problems(spec, split, d)
+    except data.DataError as e:
+        raise data.DataError(f"{key}={spec!r}: {e.args[0]}") from None
 
 
 def _reward_model(algo, device: torch.device, train_set: list) -> list:

@@ -8,7 +8,6 @@ is written the same way, beside the last K.
 """
 from __future__ import annotations
 
-import errno
 import os
 import random
 import shutil
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from reasoner import distributed, lora
+from reasoner import config, distributed, lora, writes
 from reasoner.config import ConfigError
 
 STATE = "trainer_state.pt"
@@ -72,15 +71,7 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep
 
 def _write_error(final: Path, e: BaseException) -> Exception:
     """One line for a checkpoint that could not be written (full disk, permissions), naming the place."""
-    try:
-        free = shutil.disk_usage(final.parent).free
-    except OSError:
-        free = -1
-    full = getattr(e, "errno", None) == errno.ENOSPC or 0 <= free < 64 << 20
-    why = (f"no space left on the device ({free / 2**20:.0f} MiB free)" if full else f"{type(e).__name__}: "
-           + " ".join(str(e).split())[:200])
-    return OSError(f"could not write checkpoint {final}: {why}; the previous checkpoints are intact "
-                   "(free some space or choose another run.out_dir, then resume with --resume auto)")
+    return writes.write_error(final, e, "checkpoint ", "the previous checkpoints are intact")
 
 
 def save_final(path: Path, model, tokenizer, weights: dict | None = None) -> None:
@@ -90,11 +81,12 @@ def save_final(path: Path, model, tokenizer, weights: dict | None = None) -> Non
     unwrapped = getattr(model, "module", model)
     full = distributed.fsdp_full_state_dict(unwrapped) if _is_sharded(unwrapped) else weights
     if distributed.is_main():
-        if lora.is_peft(unwrapped):
-            lora.save_merged(unwrapped, path, tokenizer)
-        else:
-            unwrapped.save_pretrained(path, **({"state_dict": full} if full is not None else {}))
-            tokenizer.save_pretrained(path)
+        with writes.guard(path, "the model ", (OSError, RuntimeError), intact="the checkpoints are intact"):
+            if lora.is_peft(unwrapped):
+                lora.save_merged(unwrapped, path, tokenizer)
+            else:
+                unwrapped.save_pretrained(path, **({"state_dict": full} if full is not None else {}))
+                tokenizer.save_pretrained(path)
     distributed.barrier()
 
 
@@ -109,16 +101,24 @@ def save_best(run_dir: Path, model, tokenizer, weights: dict | None, info: dict[
     if lora.is_peft(unwrapped):
         if distributed.is_main():
             shutil.rmtree(tmp, ignore_errors=True)
-            lora.save_adapter(unwrapped, tmp)
-            tokenizer.save_pretrained(tmp)
+            with writes.guard(best, "the best adapter ", (OSError, RuntimeError), intact="the checkpoints are intact"):
+                lora.save_adapter(unwrapped, tmp)
+                tokenizer.save_pretrained(tmp)
     else:
         save_final(tmp, model, tokenizer, weights)
     if distributed.is_main():
-        (tmp / "best.json").write_text(json.dumps(info, indent=2))
+        with writes.guard(best, "the best model ", intact="the checkpoints are intact"):
+            (tmp / "best.json").write_text(json.dumps(info, indent=2))
         shutil.rmtree(best, ignore_errors=True)
         os.replace(tmp, best)
     distributed.barrier()
     return best
+
+
+def save_config(cfg, path: Path) -> None:
+    """config.yaml, written to a temporary file and renamed: a resume reads it, so a full disk must
+    not leave half of it (one-line error, the checkpoints untouched)."""
+    writes.replace_with(path, lambda tmp: config.save_config(cfg, tmp), intact="the checkpoints are untouched")
 
 
 def _is_sharded(model) -> bool:
@@ -155,7 +155,8 @@ def find_resume(run_dir: Path, resume: str) -> Path | None:
         return ckpts[-1] if ckpts else None
     path = Path(resume)
     if not (path / STATE).is_file():
-        raise FileNotFoundError(f"run.resume={resume!r}: no {STATE} there")
+        raise FileNotFoundError(f"run.resume={resume!r}: no {STATE} there; give a checkpoint directory "
+                                "(run.out_dir/checkpoints/step-XXXXXXX) or --resume auto (the newest in run.out_dir)")
     return path
 
 
@@ -172,13 +173,17 @@ def load_state(ckpt: Path, rank: int | None = None) -> dict[str, Any]:
 
 def clean_stale(run_dir: Path) -> list[Path]:
     """Remove what a kill during a save leaves: ``.tmp-step-*`` directories and step directories
-    without their trainer state (half deleted); return what was removed."""
+    without their trainer state (half deleted), and the temporary files of ``writes.replace_with``;
+    return what was removed."""
     root = Path(run_dir) / "checkpoints"
     stale = [p for p in root.glob(".tmp-step-*")] + [p for p in root.glob("step-*") if not (p / STATE).is_file()]
     stale += list(Path(run_dir).glob(".tmp-best-*"))
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
-    return stale
+    files = [p for p in Path(run_dir).glob(".*.tmp-*") if p.is_file()]  # .config.yaml.tmp-PID, ...
+    for p in files:
+        p.unlink(missing_ok=True)
+    return stale + files
 
 
 def prepare_run_dir(run_dir: Path, resume: str, overwrite: bool) -> None:

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import threading
+
+from reasoner import writes
 
 COMMANDS = {"train": "train a policy (defaults: the embedded tiny model on built-in arithmetic)",
             "eval": "evaluate a model on benchmark suites", "verify": "check answers with a verifier",
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_main", None):
         args = _parse(["train", *argv])
     try:
-        rc = args._main(args)
+        with contextlib.nullcontext() if debug else quiet_full_disk_threads():
+            rc = args._main(args)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
         return rc
     except BrokenPipeError:  # `reasoner list | head`: the reader left; say nothing more
@@ -75,6 +80,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"reasoner: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def quiet_full_disk_threads():
+    """A writer thread that dies of a full disk (TensorBoard's event writer) prints no traceback: the
+    main thread gets the same error at its next write and reports it in one line (``reasoner.writes``)."""
+    prev = threading.excepthook
+
+    def hook(args) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in writes.FULL_ERRNOS):
+            prev(args)
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = prev
 
 
 def _quiet_stdout() -> None:

@@ -133,6 +133,15 @@ def all_true(flag: bool) -> bool:
     return all_sum(0.0 if flag else 1.0) == 0.0
 
 
+def any_true(flag: bool) -> bool:
+    """True when ``flag`` is true on some rank (an all-reduce MAX of one number; ``flag`` in one process)."""
+    if not active():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def loss_scale(n_local: float, loss_agg: str) -> float:
     """Factor on a rank's loss so that DDP's gradient average equals the global-batch gradient.
 

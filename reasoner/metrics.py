@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reasoner import writes
 from reasoner.trackers import NO_TRACKERS, Trackers
 
 CURVES = (("reward/mean", "reward"), ("eval/accuracy", "held-out accuracy (greedy)"),
@@ -60,12 +61,12 @@ class MetricsLog:
         self._jsonl = self.dir / "metrics.jsonl"
         if not self.rows and self._jsonl.exists():
             self._jsonl.unlink()
-        elif self.rows:  # resumed: rewrite so rows after the checkpoint disappear
-            self._jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        elif self.rows:  # resumed: rewrite so rows after the checkpoint disappear (the checkpoint holds them)
+            writes.replace_text(self._jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with self._jsonl.open("a") as f:
+        with writes.guard(self._jsonl), self._jsonl.open("a") as f:  # a full disk: one line; a resume rewrites it
             f.write(json.dumps(row) + "\n")
         self.sinks.log(row)
 
@@ -76,7 +77,8 @@ class MetricsLog:
         keys: list[str] = []
         for r in self.rows:
             keys.extend(k for k in r if k not in keys)
-        with (self.dir / "training_metrics.csv").open("w", newline="") as f:
+        path = self.dir / "training_metrics.csv"
+        with writes.guard(path), path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.rows)
@@ -102,8 +104,11 @@ class MetricsLog:
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("step")
         fig.tight_layout()
-        fig.savefig(self.dir / "training_curves.png", dpi=90)
-        plt.close(fig)
+        try:
+            with writes.guard(self.dir / "training_curves.png"):
+                fig.savefig(self.dir / "training_curves.png", dpi=90)
+        finally:
+            plt.close(fig)
 
 
 def _points(rows: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
@@ -131,7 +136,7 @@ def log_samples(path: Path, step: int, prompts: list[str], texts: list[str], sco
                                  **({"detail": details[j]} if details is not None else {})}
                                 for j in range(i * group_size, (i + 1) * group_size)]}
                for i in sorted(order[:max_problems])]
-    with path.open("a") as f:
+    with writes.guard(path), path.open("a") as f:
         f.write("".join(json.dumps(r) + "\n" for r in records))
     return records
 
@@ -148,6 +153,6 @@ def truncate_samples(path: Path, step: int) -> None:
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by a kill
     if keep:
-        path.write_text("".join(keep))
+        writes.replace_text(path, "".join(keep))  # never half of the rows that no checkpoint holds
     else:
         path.unlink()

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from reasoner import verifiers
-from reasoner import checkpoint, distributed, seeds
+from reasoner import checkpoint, distributed, seeds, writes
 from reasoner.advantages import frac_zero_std_groups
 from reasoner.best import Best
 from reasoner.breakdown import NO_BREAKDOWN, Breakdown
@@ -138,23 +138,37 @@ class Run:
         self.log.log(row)
         self.end = step
         self._progress(step, row, done or self.stopped_early)
-        failing = self.bad_steps >= r.max_bad_steps
-        if failing or (r.save_every and step % r.save_every == 0) or done or self.stop.requested or self.stopped_early:
+        failing, interrupted = self.bad_steps >= r.max_bad_steps, self._interrupted()
+        if failing or (r.save_every and step % r.save_every == 0) or done or interrupted or self.stopped_early:
             self.save(step)
         if self.stopped_early and self.dd.is_main:
             print(f"reasoner: stopping early at step {step}: {r.best_metric} has not improved for {r.patience} "
                   f"evaluations (best {self.best.value} at step {self.best.step})", file=sys.stderr, flush=True)
-        if failing or (self.stop.requested and not done):
+        if failing or (interrupted and not done):
             self.log.sinks.close()
         if failing:
             raise RuntimeError(f"{self.bad_steps} consecutive non-finite losses or gradients at step {step}; "
                                f"stopped with a checkpoint of the last good state in {self.out / 'checkpoints'}")
-        if self.stop.requested and not done:
+        if interrupted and not done:
             self._bar.close()
             self.reference.close()
-            raise Interrupted(f"interrupted at step {step} of {r.steps}; checkpoint saved in "
-                              f"{self.out / 'checkpoints' / f'step-{step:07d}'}; resume with: reasoner train "
-                              f"--resume auto run.out_dir={self.out}")
+            raise Interrupted(self._interrupted_message(step))
+
+    def _interrupted(self) -> bool:
+        """SIGINT on any rank stops every rank after this step. Under torchrun the launcher forwards it to
+        each rank and one may see it a step later than another: the ranks agree here, at every step
+        boundary (one tiny all-reduce), then all save (collective) and stop together."""
+        return distributed.any_true(self.stop.requested)
+
+    def _interrupted_message(self, step: int) -> str:
+        """What Ctrl-C prints (``reasoner.cli``, exit 130): where the checkpoint is and how to resume; under
+        torchrun rank 0 says it, the others only that they stopped."""
+        if not self.dd.is_main:
+            return f"[rank {self.dd.rank}] interrupted at step {step} of {self.r.steps} with every rank"
+        return (f"interrupted at step {step} of {self.r.steps}; checkpoint saved in "
+                f"{self.out / 'checkpoints' / f'step-{step:07d}'}; resume with: "
+                + ("torchrun (the same options) -m " if self.dd.world > 1 else "")
+                + f"reasoner train --resume auto run.out_dir={self.out}")
 
     def _progress(self, step: int, row: dict, done: bool) -> None:
         acc = self.log.last("eval/accuracy")
@@ -186,7 +200,8 @@ class Run:
                    "final_model": str(self.out / "final"), "precision": self.prec.name,
                    "stopped_early": self.stopped_early, **self.best.summary(), **final}
         if self.dd.is_main:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+            writes.replace_text(self.out / "summary.json", json.dumps(summary, indent=2),
+                                intact="the final model and the checkpoints are intact")
             print(f"held-out accuracy (greedy, {self.n_eval} problems): before {before:.3f} -> after "
                   f"{summary['heldout_accuracy_after']:.3f}   [{summary['seconds']:.0f} s, run dir {self.out}]"
                   + (f"   code sandbox isolation: {self.isolation}" if self.isolation else ""))
@@ -264,11 +279,17 @@ class Interrupted(KeyboardInterrupt):
 class StopAtStep:
     """SIGINT during the loop asks for a stop after the current step (with a checkpoint); a second
     one, or one before the loop, aborts at once. Forked children (reference, workers) inherit the
-    handler and ignore SIGINT: this process decides. Off under torchrun (ranks must stop together)."""
+    handler and ignore SIGINT: this process decides. Under torchrun (``world`` > 1) the launcher
+    forwards its SIGINT to every rank (the ranks run in their own sessions, so a terminal's Ctrl-C
+    reaches the launcher only); ``Run._interrupted`` makes them agree on the step, and torchrun waits
+    ``--shutdown-timeout`` seconds (30 by default) for the step and the save before it kills them."""
 
-    def __init__(self, active: bool):
+    def __init__(self, rank: int = 0, world: int = 1):
         self.requested, self.armed, self.pid, self.prev = False, False, os.getpid(), None
-        if active and threading.current_thread() is threading.main_thread() \
+        self.who = f"[rank {rank}] " if world > 1 else ""
+        self.again = ("torchrun allows --shutdown-timeout seconds for it, 30 by default" if world > 1 else
+                      "Ctrl-C again to stop at once")
+        if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored (a background job): leave it
             self.prev = signal.signal(signal.SIGINT, self._handle)
 
@@ -279,8 +300,8 @@ class StopAtStep:
             self.close()
             raise KeyboardInterrupt
         self.requested = True
-        print("\nreasoner: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
-              file=sys.stderr, flush=True)
+        print(f"\nreasoner: {self.who}stopping after this step with a checkpoint ({self.again})", file=sys.stderr,
+              flush=True)
 
     def steps(self, it):
         """Iterate ``it`` with the stop armed; the previous SIGINT handler is back when it ends."""

@@ -6,8 +6,12 @@ them), the config once, and the sample completions of ``run.log_samples_every`` 
 Table, TensorBoard text). The kinds are a registry; each needs its optional extra
 (``pip install 'reasoner[wandb]'``), checked when the config is validated, before any model loads.
 Under torchrun only rank 0 has trackers. A resumed run continues the same W&B / trackio run (its id
-is saved in ``run.out_dir/trackers.json``); TensorBoard appends, hiding the steps after the
-checkpoint that the interrupted run had logged (``purge_step``).
+is saved in ``run.out_dir/trackers.json``, with the last step each of them got): their APIs keep every
+row they were sent, so the steps the interrupted run logged after its checkpoint are not sent again
+(a resume reproduces them; with settings changed on the resume the tracker keeps the interrupted run's
+values for those steps, metrics.jsonl the new ones). TensorBoard gets them again, hiding the
+interrupted run's events after the checkpoint (``purge_step``). A tracker that cannot write (a full
+disk) stops the run with one line naming its directory (``reasoner.writes``).
 """
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasoner import writes
 from reasoner.config import ConfigError
 from reasoner.registry import Registry
 
 TRACKERS: Registry[type] = Registry("tracker")
-IDS = "trackers.json"  # run.out_dir/trackers.json: the W&B id / trackio name a resume continues
+IDS = "trackers.json"  # run.out_dir/trackers.json: the W&B id / trackio name a resume continues, "logged" steps
+LOGGED = "logged"  # trackers.json key: {tracker: the last step whose metrics it got}
 SAMPLE_COLUMNS = ["step", "prompt", "completion", "reward", "verdict"]
 
 
@@ -37,17 +43,21 @@ class Context:
     project: str
     start: int  # 0 for a fresh run, else the resumed checkpoint's step
 
+    def _state(self) -> dict[str, Any]:
+        path = self.run_dir / IDS
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def saved_id(self, kind: str) -> str | None:
         """The id a resumed run continues (None for a fresh run or when none was saved)."""
-        path = self.run_dir / IDS
-        if not self.start or not path.is_file():
-            return None
-        return json.loads(path.read_text()).get(kind)
+        return self._state().get(kind) if self.start else None
 
-    def save_id(self, kind: str, value: str) -> None:
-        path = self.run_dir / IDS
-        ids = json.loads(path.read_text()) if path.is_file() else {}
-        path.write_text(json.dumps({**ids, kind: value}, indent=2))
+    def logged(self, kind: str) -> int:
+        """The last step a resumed run's tracker ``kind`` already has (-1: none, or a fresh run)."""
+        return int(self._state().get(LOGGED, {}).get(kind, -1)) if self.start else -1
+
+    def save(self, kind: str, value: Any) -> None:
+        """Set one key of trackers.json (replaced atomically: a kill or a full disk never leaves half)."""
+        writes.replace_text(self.run_dir / IDS, json.dumps({**self._state(), kind: value}, indent=2))
 
 
 def kinds(report_to: list[str]) -> list[str]:
@@ -73,15 +83,24 @@ def check(report_to: list[str]) -> None:
 
 
 class Trackers:
-    """The run's sinks, built once (``make``) and opened when the first step is known (``Run.begin``)."""
+    """The run's sinks, built once (``make``) and opened when the first step is known (``Run.begin``).
+
+    A sink with ``append_only = True`` (W&B, trackio: no API drops rows already sent) gets no step it
+    already has after a resume (the last step it got is kept in trackers.json under ``name``)."""
 
     def __init__(self, sinks: list, run_dir: Path | None = None, config: dict | None = None, project: str = ""):
         self.sinks, self.run_dir, self.config, self.project = sinks, run_dir, config or {}, project
+        self.ctx: Context | None = None
+        self.skip: dict[str, int] = {}  # append-only sink name -> steps up to this one it already has
 
     def open(self, start: int) -> None:
-        ctx = Context(Path(self.run_dir), self.config, self.project, start) if self.sinks else None
+        self.ctx = Context(Path(self.run_dir), self.config, self.project, start) if self.sinks else None
         for s in self.sinks:
-            s.open(ctx)
+            self._call(s, "open", self.ctx)
+        self.skip = {_name(s): self.ctx.logged(_name(s)) for s in self.sinks if getattr(s, "append_only", False)}
+
+    def _new(self, s, step: int) -> bool:
+        return step > self.skip.get(_name(s), -1)
 
     def log(self, row: dict[str, Any]) -> None:
         """One step's metrics (numbers only; ``step`` is the x axis)."""
@@ -89,18 +108,37 @@ class Trackers:
             return
         step, values = int(row["step"]), numbers(row)
         for s in self.sinks:
-            s.log(step, values)
+            if self._new(s, step):
+                self._call(s, "log", step, values)
+        if self.skip:
+            self.ctx.save(LOGGED, {name: max(step, last) for name, last in self.skip.items()})
 
     def samples(self, step: int, records: list[dict]) -> None:
         """``metrics.log_samples`` records: one prompt with its completions each."""
         rows = sample_rows(records)
         for s in self.sinks:
-            s.samples(step, rows)
+            if self._new(s, step):
+                self._call(s, "samples", step, rows)
 
     def close(self) -> None:
         for s in self.sinks:
-            s.close()
+            self._call(s, "close")
         self.sinks = []
+
+    def _call(self, sink, method: str, *args) -> None:
+        """``sink.method(*args)``; a write that fails (a full disk, any OSError) is one line naming its files."""
+        try:
+            getattr(sink, method)(*args)
+        except Exception as e:
+            where = Path(getattr(sink, "path", None) or self.run_dir)
+            if isinstance(e, OSError) or writes.is_full(e, where):
+                raise writes.write_error(where, e, f"the {_name(sink)} tracker's files in ") from e
+            raise
+
+
+def _name(sink) -> str:
+    """A sink's tracker name (its ``run.report_to`` kind): the key of its state in trackers.json."""
+    return getattr(sink, "name", type(sink).__name__)
 
 
 NO_TRACKERS = Trackers([])
@@ -134,12 +172,14 @@ def markdown_table(rows: list[list]) -> str:
 class TensorBoard:
     """Event files in ``run.out_dir/tensorboard`` (``tensorboard --logdir run.out_dir``)."""
 
-    extra = module = "tensorboard"
+    extra = module = name = "tensorboard"
+    append_only = False  # a resume hides the interrupted run's events after the checkpoint (purge_step)
 
     def open(self, ctx: Context) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.w = SummaryWriter(str(ctx.run_dir / "tensorboard"), purge_step=ctx.start + 1 if ctx.start else None)
+        self.path = ctx.run_dir / "tensorboard"
+        self.w = SummaryWriter(str(self.path), purge_step=ctx.start + 1 if ctx.start else None)
         if not ctx.start:
             self.w.add_text("config", "```\n" + json.dumps(ctx.config, indent=2, default=str) + "\n```", 0)
 
@@ -159,13 +199,15 @@ class TensorBoard:
 class WandB:
     """A W&B run in ``run.out_dir/wandb`` (WANDB_MODE=offline: local files only; ``wandb sync`` later)."""
 
-    extra = module = "wandb"
+    extra = module = name = "wandb"
+    append_only = True
 
     def open(self, ctx: Context) -> None:
         import wandb
 
-        run_id = ctx.saved_id("wandb") or uuid.uuid4().hex[:8]
-        ctx.save_id("wandb", run_id)
+        self.path = ctx.run_dir / "wandb"
+        run_id = ctx.saved_id(self.name) or uuid.uuid4().hex[:8]
+        ctx.save(self.name, run_id)
         self.wandb = wandb
         self.run = wandb.init(project=ctx.project, name=ctx.run_dir.name, id=run_id, resume="allow",
                               dir=str(ctx.run_dir), config=ctx.config, settings=wandb.Settings(console="off"))
@@ -184,14 +226,17 @@ class WandB:
 class Trackio:
     """A trackio run (local: its SQLite store under $TRACKIO_DIR, ``trackio show`` to view)."""
 
-    extra = module = "trackio"
+    extra = module = name = "trackio"
+    append_only = True
 
     def open(self, ctx: Context) -> None:
         import trackio
+        import trackio.utils
 
-        saved = ctx.saved_id("trackio")
+        self.path = trackio.utils.TRACKIO_DIR
+        saved = ctx.saved_id(self.name)
         name = saved or f"{ctx.run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        ctx.save_id("trackio", name)
+        ctx.save(self.name, name)
         self.trackio = trackio
         self.run = trackio.init(project=ctx.project, name=name, config=ctx.config,
                                 resume="allow" if saved else "never")

@@ -62,7 +62,12 @@ def test_missing_field_and_unexpected_csv_columns_hint_field_map(tmp_path, capsy
 
 def test_nonexistent_and_empty_train_files(tmp_path, capsys, no_model):
     assert _train(tmp_path, f"data.train={tmp_path / 'nope.jsonl'}") == 2
-    assert "nope.jsonl" in _one_error(capsys)
+    err = _one_error(capsys)
+    assert f"data.train='{tmp_path / 'nope.jsonl'}': data file not found" in err and "a named set" in err
+    assert _train(tmp_path, "data.eval=nope.jsonl") == 2
+    assert f"data.eval='nope.jsonl': data file not found: nope.jsonl (from {Path.cwd()})" in _one_error(capsys)
+    assert _train(tmp_path, f"run.resume={tmp_path}") == 2
+    assert "no trainer_state.pt there; give a checkpoint directory" in _one_error(capsys)
     empty = _write(tmp_path / "empty.jsonl", "")
     assert _train(tmp_path, f"data.train={empty}") == 2
     err = _one_error(capsys)

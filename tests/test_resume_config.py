@@ -97,8 +97,10 @@ def test_stale_temporary_and_half_deleted_checkpoints_are_removed_at_start(tiny_
     (root / ".tmp-step-0000004-12345").mkdir(parents=True)
     (root / ".tmp-step-0000004-12345" / "model.safetensors").write_bytes(b"x" * 1000)
     (root / "step-0000002").mkdir()  # half deleted: no trainer state
+    (out / ".summary.json.tmp-12345").write_text("{")  # an atomic rewrite cut short
     train(load_config(None, _args(tiny_model_dir, out, "run.steps=1", "run.resume=auto")))
     assert sorted(p.name for p in root.iterdir()) == ["step-0000001"]
+    assert not list(out.glob(".*.tmp-*"))
 
 
 PLUGIN = """

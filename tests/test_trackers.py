@@ -169,11 +169,24 @@ def _wandb_records(path: Path):
             yield rec
 
 
+def _finished_records(path: Path, wait_s: float = 60.0) -> list:
+    """The records of an offline run file once its ``exit`` record is there: ``run.finish()`` can return
+    before W&B's service has written the last records (the history of a resumed run was seen missing)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = list(_wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def _wandb_run(run_dir: Path) -> tuple[list[dict], dict]:
     """History rows and the config of a W&B run, read from its offline run directories."""
     rows, config = [], {}
     for f in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        for rec in _wandb_records(f):
+        for rec in _finished_records(f):
             kind = rec.WhichOneof("record_type")
             if kind == "history":
                 rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
@@ -213,16 +226,21 @@ def test_wandb_offline_run_records_history_config_samples_and_resumes_the_same_i
     assert config["run"]["report_to"] == ["wandb"] and config["optim"]["schedule"] == "linear"  # the config
 
 
-def test_trackio_local_run_records_the_metrics(tiny_model_dir, tmp_path, monkeypatch):
-    pytest.importorskip("trackio")
+def _trackio_store(store: Path, monkeypatch) -> Path:
+    """trackio reads $TRACKIO_DIR at import: point its modules at ``store``."""
     import sys
 
-    store = tmp_path / "trackio_store"  # trackio reads $TRACKIO_DIR at import: point its modules here
     monkeypatch.setenv("TRACKIO_DIR", str(store))
     for mod in [m for name, m in sys.modules.items() if name.startswith("trackio")]:
         for attr, sub in (("TRACKIO_DIR", ""), ("MEDIA_DIR", "media"), ("ARTIFACTS_DIR", "artifacts")):
             if isinstance(getattr(mod, attr, None), Path):
                 monkeypatch.setattr(mod, attr, store / sub if sub else store)
+    return store
+
+
+def test_trackio_local_run_records_the_metrics(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("trackio")
+    store = _trackio_store(tmp_path / "trackio_store", monkeypatch)
     out = tmp_path / "tio"
     train(load_config(None, _args(tiny_model_dir, out, "run.steps=2", "run.report_to=trackio",
                                   "run.tracker_project=reasoner-test")))

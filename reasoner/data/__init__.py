@@ -33,7 +33,9 @@ def load_problems(spec: str, split: str, cfg: Any) -> Problems:
         return _few_shot_guard(build_problems(read_file(path), path.name, field_map=cfg.field_map,
                                               skip_bad=cfg.skip_bad_rows), cfg, spec)
     if is_data_file(spec) or spec.startswith((".", "/", "~")):
-        raise DataError(f"data file not found: {spec}")
+        where = "" if path.is_absolute() else f" (from {Path.cwd()})"
+        raise DataError(f"data file not found: {spec}{where}; give an existing .jsonl, .json, .csv or .parquet "
+                        f"file, a directory holding {split}.<one of those>, or a named set (reasoner list)")
     return _few_shot_guard(_load_hub(spec, split, cfg), cfg, spec)
 
 
