@@ -37,30 +37,30 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Gener
     page faults at every step); the values are the same either way.
     """
     work = work if work is not None else Workspace()
-    x = work.take("x", logits.shape).copy_(logits)  # float32
+    x = work.take("x", logits.shape, logits.device).copy_(logits)  # float32
     if params.temperature <= 0:
         tok = x.argmax(-1)
         return tok, _picked(x, tok) - torch.logsumexp(x, -1)
     if params.temperature != 1.0:
         x.div_(params.temperature)
     m = x.amax(-1, keepdim=True)
-    w = processing.truncate(torch.sub(x, m, out=work.take("w", x.shape)).exp_(), params)  # max 1; dropped 0
+    w = processing.truncate(torch.sub(x, m, out=work.take("w", x.shape, x.device)).exp_(), params)  # max 1; dropped 0
     total = w.sum(-1)
     tok = _inverse_cdf(w, gen)
     return tok, _picked(x, tok) - (m.squeeze(-1) + total.log())
 
 
 class Workspace:
-    """Named float32 buffers reused across calls: ``take(name, shape)`` is a [rows, V] view of the
-    buffer (reallocated when it is too small), its contents undefined."""
+    """Named float32 buffers reused across calls: ``take(name, shape, device)`` is a [rows, V] view
+    of the buffer (reallocated when it is too small or elsewhere), its contents undefined."""
 
     def __init__(self):
         self._bufs: dict[str, torch.Tensor] = {}
 
-    def take(self, name: str, shape: torch.Size) -> torch.Tensor:
+    def take(self, name: str, shape: torch.Size, device: torch.device) -> torch.Tensor:
         buf = self._bufs.get(name)
-        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
-            buf = self._bufs[name] = torch.empty(shape, dtype=torch.float32)
+        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:] or buf.device != device:
+            buf = self._bufs[name] = torch.empty(shape, dtype=torch.float32, device=device)
         return buf[:shape[0]]
 
 
