@@ -3,6 +3,7 @@ against TRL's generation, in the same run, and against this machine's bounds.
 
     python scripts/bench_generate.py                         # 32 rows (4 prompts x 8), 64 and 256 new tokens
     python scripts/bench_generate.py --rows 32 --tokens 64 --reps 5
+    python scripts/bench_generate.py --tokens 64 --profile      # where reasoner's decode time goes, by operator
 
 Contenders: ``reasoner`` (``TransformersSampler`` on bf16 weights, as ``model.precision=bf16-mixed``
 decodes, and on fp32 weights); ``model.generate`` on the same bf16 weights (prompts once,
@@ -86,6 +87,22 @@ def trl_generate(model, tok, prompts, n: int, tokens: int, bf16: bool):
     return run
 
 
+def profile(model, tok, prompts, n: int, token_counts: list[int]) -> None:
+    """Self CPU time per operator (and per input shape) of reasoner's bf16 decoding, after one warm-up."""
+    from torch.profiler import profile as torch_profile
+
+    for tokens in token_counts:
+        run = ours(model, tok, prompts, n, tokens)
+        run()
+        with torch_profile(record_shapes=True) as prof:
+            t0 = time.perf_counter()
+            done = run()
+        print(f"{len(prompts) * n} rows x {tokens} tokens: {done / (time.perf_counter() - t0):.0f} tokens/s "
+              f"under the profiler; self CPU time per operator:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=32, help="rows decoded together (4 prompts x rows/4 samples)")
@@ -94,6 +111,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--contenders", default="reasoner,model.generate,TRL",
                    help="substrings of the contenders' names to run")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: one reasoner bf16 run per --tokens under torch.profiler, operators by self time")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     n = a.rows // len(QUESTIONS)
@@ -103,6 +122,8 @@ def main() -> None:
     fp32.eval()
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
                for q in QUESTIONS]
+    if a.profile:
+        return profile(bf16, tok, prompts, n, [int(t) for t in a.tokens.split(",")])
     for tokens in (int(t) for t in a.tokens.split(",")):
         fns = {"reasoner bf16": ours(bf16, tok, prompts, n, tokens), "reasoner fp32": ours(fp32, tok, prompts, n, tokens),
                "model.generate bf16": hf_generate(bf16, tok, prompts, n, tokens),

@@ -78,6 +78,30 @@ def test_prompt_pass_and_cached_steps_equal_one_transformers_forward(kind):
     assert cache.length == ids.shape[1] and cache.keys[0].shape[2] == ids.shape[1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_reserved_buffers_read_whole_equal_the_transformers_forward_after_a_block_and_a_row_gather(dtype):
+    """Static decode buffers (attention reads all K positions, the unwritten ones masked): a 2-token
+    block step, then a row gather (compaction, rows repeated), then a 1-token step == one full forward."""
+    backbone = _model("llama").model.eval().to(dtype)
+    pids, pmask, cids, _ = _batch()
+    ones = torch.ones(len(pids), 3, dtype=torch.bool)
+    ids, mask = torch.cat([pids, cids[:, :3]], 1), torch.cat([pmask, ones], 1)
+    keep = torch.tensor([0, 0, 5, 11])  # row 0 twice (a repeat), rows of other prompts
+    with torch.no_grad():
+        want = backbone(input_ids=ids, attention_mask=mask.long(), position_ids=fast.positions(mask)).last_hidden_state
+        h0, cache = fast.forward_hidden(backbone, pids, pmask, fast.positions(pmask))
+        cache.reserve(5)  # room for 2 more positions than used: they stay masked
+        block = fast.positions(mask)[:, pids.shape[1]:pids.shape[1] + 2]
+        h1, cache = fast.forward_hidden(backbone, cids[:, :2], ones[:, :2], block, cache)
+        cache.batch_select_indices(keep)
+        h2, cache = fast.forward_hidden(backbone, cids[keep, 2:3], ones[keep, :1], block[keep, 1:] + 1, cache)
+    got = torch.cat([h0[keep], h1[keep], h2], 1)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)
+    torch.testing.assert_close(got[mask[keep]].float(), want[keep][mask[keep]].float(), **tol)
+    assert cache.length == ids.shape[1] and cache.mask.shape == (4, ids.shape[1]) and cache.mask[:, -3:].all()
+    assert cache._kbuf[0].shape[2] == pids.shape[1] + 5
+
+
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
 def test_packed_completions_equal_the_padded_transformers_pass_with_gradients(kind):
     model = _model(kind)

@@ -208,6 +208,23 @@ def test_sampled_token_frequencies_match_softmax():
     torch.testing.assert_close(logp, p.log()[tok])
 
 
+def test_reused_workspace_draws_the_same_tokens_and_log_probs():
+    """The decode loop's buffers (reused across steps, fewer rows after compaction) change no value."""
+    from reasoner.sampler.transformers import Workspace, sample_tokens
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 40, generator=g) * 3).bfloat16()
+    work = Workspace()
+    for temperature, top_k in ((1.0, 0), (0.7, 5), (0.0, 0)):
+        params = SamplingParams(n=1, temperature=temperature, top_k=top_k, seed=0)
+        for rows in (6, 3):  # fewer rows: a view of the same buffer
+            want = sample_tokens(logits[:rows], params, torch.Generator().manual_seed(rows))
+            got = sample_tokens(logits[:rows], params, torch.Generator().manual_seed(rows), work)
+            assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+    cpu = torch.device("cpu")
+    assert work.take("x", torch.Size([2, 40]), cpu).data_ptr() == work.take("x", torch.Size([6, 40]), cpu).data_ptr()
+
+
 def test_finished_rows_leave_at_half_or_when_their_work_is_big():
     from reasoner import threads
 

@@ -129,7 +129,7 @@ def test_sampled_logp_equals_full_forward_under_the_same_processing(tiny, kw, co
 # ---------------------------------------------------------------- with everything off nothing changes
 
 
-def _legacy_sample_tokens(logits, params, gen):
+def _legacy_sample_tokens(logits, params, gen, work=None):
     """``sample_tokens`` before top_k/min_p/stop (commit 724e85a): log-probs before top-p truncation,
     top-p dropping a token when the mass before it exceeds (not reaches) top_p."""
     x = logits.float()

@@ -28,40 +28,48 @@ _HEAD_ATTRS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "l
 class KVCache:
     """Per-layer keys/values [N, kv_heads, k, d] and the key padding mask [N, k] (bool).
 
-    ``reserve(extra, repeats)`` turns it into fixed buffers written in place (decoding, no autograd);
-    otherwise new positions are concatenated (differentiable: the log-prob pass)."""
+    ``reserve(extra, repeats)`` turns it into static buffers of the final length K written in place
+    (decoding, no autograd): attention then reads the whole buffers, the positions not yet written
+    masked out (zeros, never seen), so no step copies or reslices them (a slice of a buffer is not a
+    standard batch layout, and ``bmm`` copies it: ``docs/benchmarks.md``, "reasoner/models/fast.py");
+    ``keys``/``values``/``mask`` stay the views of the first ``length`` positions. Otherwise new
+    positions are concatenated (differentiable: the log-prob pass)."""
 
     keys: list = field(default_factory=list)
     values: list = field(default_factory=list)
     mask: torch.Tensor | None = None  # [N, k] bool: real (not padding) key positions
     length: int = 0
-    _kbuf: list | None = None
+    _kbuf: list | None = None  # reserved: per layer [N, kv_heads, K, d]
     _vbuf: list | None = None
+    _mbuf: torch.Tensor | None = None  # reserved: [N, K] bool, real keys written so far
 
     def reserve(self, extra: int, repeats: int = 1) -> None:
         """Fixed buffers with room for ``extra`` more positions, each row repeated ``repeats`` times."""
         n, kvh, k, d = self.keys[0].shape
-        self._kbuf = [x.new_empty(n * repeats, kvh, k + extra, d) for x in self.keys]
-        self._vbuf = [x.new_empty(n * repeats, kvh, k + extra, d) for x in self.values]
+        self._kbuf = [x.new_zeros(n * repeats, kvh, k + extra, d) for x in self.keys]  # zeros: finite when masked
+        self._vbuf = [x.new_zeros(n * repeats, kvh, k + extra, d) for x in self.values]
         for buf, x in zip(self._kbuf + self._vbuf, self.keys + self.values):
             buf.view(n, repeats, kvh, k + extra, d)[:, :, :, :k] = x[:, None]
-        self.mask = self.mask.repeat_interleave(repeats, 0)
+        self._mbuf = self.mask.new_zeros(n * repeats, k + extra)
+        self._mbuf[:, :k] = self.mask.repeat_interleave(repeats, 0)
         self._views()
 
     def _views(self) -> None:
         self.keys = [b[:, :, :self.length] for b in self._kbuf]
         self.values = [b[:, :, :self.length] for b in self._vbuf]
+        self.mask = self._mbuf[:, :self.length]
 
     def batch_select_indices(self, index: torch.Tensor) -> None:
         """Keep/repeat rows: row i of the result is row index[i] (a gather, differentiable)."""
         if self._kbuf is not None:
             self._kbuf = [b[index] for b in self._kbuf]
             self._vbuf = [b[index] for b in self._vbuf]
+            self._mbuf = self._mbuf[index]
             self._views()
         else:
             self.keys = [x[index] for x in self.keys]
             self.values = [x[index] for x in self.values]
-        self.mask = self.mask[index]
+            self.mask = self.mask[index]
 
 
 class _Take(torch.autograd.Function):
@@ -150,21 +158,36 @@ def forward_hidden(backbone, ids: torch.Tensor, mask: torch.Tensor, pos: torch.T
     Each query sees the cache's real keys and the real new keys at or before it."""
     cache = cache if cache is not None else KVCache()
     q_len, past, fresh = ids.shape[1], cache.length, not cache.keys
-    key_mask = mask.bool() if cache.mask is None else torch.cat([cache.mask, mask.bool()], 1)  # [N, k]
+    key_mask = _key_mask(cache, mask.bool(), past)  # [N, k]
     allowed = key_mask[:, None, None, :]  # [N, 1, 1, k]
     if q_len > 1:  # causal within the new block; a padding query sees itself (finite, unused)
-        allowed = allowed & _causal(q_len, past, ids.device) | _diagonal(q_len, past, ids.device)
+        width = key_mask.shape[1]
+        allowed = allowed & _causal(q_len, past, ids.device, width) | _diagonal(q_len, past, ids.device, width)
     allowed = Allowed(allowed)
+
+    length = past + q_len if cache._kbuf is not None else None  # reserved buffers: keys written so far
 
     def attend(li, q, k, v):  # [N, q, heads, d] each
         k, v = _append(cache, li, k.transpose(1, 2), v.transpose(1, 2), fresh)
-        return _sdpa(q.transpose(1, 2), k, v, allowed, backbone.layers[li].self_attn.scaling).transpose(1, 2)
+        scale = backbone.layers[li].self_attn.scaling
+        return _sdpa(q.transpose(1, 2), k, v, allowed, scale, length).transpose(1, 2)
 
     x = _layers(backbone, backbone.embed_tokens(ids), pos, attend, proj)
-    cache.mask, cache.length = key_mask, past + q_len
+    cache.length = past + q_len
     if cache._kbuf is not None:
         cache._views()
+    else:
+        cache.mask = key_mask
     return backbone.norm(x), cache
+
+
+def _key_mask(cache: KVCache, mask: torch.Tensor, past: int) -> torch.Tensor:
+    """[N, k] bool, the real keys once the new ones (mask [N, q]) are in: with reserved buffers their
+    whole width K (the new keys' mask recorded in place), else past + q."""
+    if cache._mbuf is not None:
+        cache._mbuf[:, past:past + mask.shape[1]] = mask
+        return cache._mbuf
+    return mask if cache.mask is None else torch.cat([cache.mask, mask], 1)
 
 
 def completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
@@ -253,32 +276,44 @@ class Allowed:
         return self._bias[key]
 
 
-def _sdpa(q, k, v, allowed: Allowed, scale):
+def _sdpa(q, k, v, allowed: Allowed, scale, length: int | None = None):
     """Attention of q [N, h, q, d] over k, v [N, kv_heads, k, d] (grouped-query: query head i reads kv head
     i // (h / kv_heads), as transformers' repeat_kv).
 
     float32: torch's fused kernel. Lower precision on the CPU: one baddbmm (scale and mask folded in),
     softmax, bmm per layer, the query heads of a kv head stacked as rows. torch's CPU flash kernel in
-    bf16 is slow for these small shapes, worst in decoding (one query per row) and in the backward."""
+    bf16 is slow for these small shapes, worst in decoding (one query per row) and in the backward.
+    length: only the first ``length`` keys are written (static decode buffers, the rest masked). The
+    fused kernel then reads a view of them; the bf16 matmuls read the whole buffers (a view's batch
+    layout makes ``bmm`` copy it) and the softmax alone runs over the first ``length`` scores, its
+    output zero-padded: the same values as attention over ``length`` keys (the softmax's vectorised
+    sum depends on the row's length; a zero probability adds nothing to the ``bmm``)."""
     if q.dtype == torch.float32 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.mask, scale=scale,
-                                              enable_gqa=q.shape[1] != k.shape[1])
+        mask = allowed.mask
+        if length is not None:
+            k, v, mask = k[:, :, :length], v[:, :, :length], mask[..., :length]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     N, h, n_q, d = q.shape
-    kvh = k.shape[1]
+    kvh, width = k.shape[1], k.shape[2]
     g = h // kvh
     scores = torch.baddbmm(allowed.bias(q.dtype, kvh, g), q.reshape(N * kvh, g * n_q, d),
                            k.reshape(N * kvh, -1, d).transpose(1, 2), alpha=scale)
-    return torch.bmm(scores.softmax(-1), v.reshape(N * kvh, -1, d)).view(N, h, n_q, d)
+    if length is None or length == width:
+        probs = scores.softmax(-1)
+    else:
+        probs = F.pad(scores[..., :length].softmax(-1), (0, width - length))
+    return torch.bmm(probs, v.reshape(N * kvh, -1, d)).view(N, h, n_q, d)
 
 
-def _causal(q_len: int, past: int, device) -> torch.Tensor:
-    """[q, past+q] bool: query i (at position past+i) sees keys 0..past+i."""
-    return torch.arange(past + q_len, device=device)[None] <= torch.arange(past, past + q_len, device=device)[:, None]
+def _causal(q_len: int, past: int, device, width: int | None = None) -> torch.Tensor:
+    """[q, width] bool (width: past+q by default): query i (at position past+i) sees keys 0..past+i."""
+    keys = torch.arange(width or past + q_len, device=device)
+    return keys[None] <= torch.arange(past, past + q_len, device=device)[:, None]
 
 
-def _diagonal(q_len: int, past: int, device) -> torch.Tensor:
-    eye = torch.zeros(q_len, past + q_len, dtype=torch.bool, device=device)
-    eye[:, past:] = torch.eye(q_len, dtype=torch.bool, device=device)
+def _diagonal(q_len: int, past: int, device, width: int | None = None) -> torch.Tensor:
+    eye = torch.zeros(q_len, width or past + q_len, dtype=torch.bool, device=device)
+    eye[:, past:past + q_len] = torch.eye(q_len, dtype=torch.bool, device=device)
     return eye
 
 
@@ -297,11 +332,11 @@ def _append(cache: KVCache, li: int, k, v, fresh: bool):
         cache.keys.append(k)
         cache.values.append(v)
         return k, v
-    if cache._kbuf is not None:  # in place into the reserved buffers
+    if cache._kbuf is not None:  # in place into the reserved buffers, read whole (the mask hides the rest)
         end = cache.length + k.shape[2]
         cache._kbuf[li][:, :, cache.length:end] = k
         cache._vbuf[li][:, :, cache.length:end] = v
-        return cache._kbuf[li][:, :, :end], cache._vbuf[li][:, :, :end]
+        return cache._kbuf[li], cache._vbuf[li]
     cache.keys[li] = torch.cat([cache.keys[li], k], 2)
     cache.values[li] = torch.cat([cache.values[li], v], 2)
     return cache.keys[li], cache.values[li]

@@ -21,7 +21,8 @@ from reasoner.sampler.stops import StopStrings, cut
 from reasoner.types import Rollout, cat_rollouts
 
 
-def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None):
+def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None,
+                  work: Workspace | None = None):
     """Draw one token per row from logits [R, V]; return (tokens [R], logp [R]).
 
     The distribution is ``processing``'s: softmax(logits / temperature) truncated by top_k, min_p
@@ -32,17 +33,35 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams, gen: torch.Gener
     Temperature 0 is greedy: the argmax, with its log-prob under softmax(logits).
     Sampling inverts the cumulative distribution at one uniform draw per row (exact, and
     on CPU several times cheaper than ``torch.multinomial``, which draws V exponentials).
+    work: the decode loop's reused [R, V] float32 buffers (fresh tensors of that size cost
+    page faults at every step); the values are the same either way.
     """
-    x = logits.float()
+    work = work if work is not None else Workspace()
+    x = work.take("x", logits.shape, logits.device).copy_(logits)  # float32
     if params.temperature <= 0:
         tok = x.argmax(-1)
         return tok, _picked(x, tok) - torch.logsumexp(x, -1)
     if params.temperature != 1.0:
-        x = x / params.temperature
+        x.div_(params.temperature)
     m = x.amax(-1, keepdim=True)
-    w = processing.truncate((x - m).exp_(), params)  # unnormalised probabilities, max 1; dropped ones 0
+    w = processing.truncate(torch.sub(x, m, out=work.take("w", x.shape, x.device)).exp_(), params)  # max 1; dropped 0
+    total = w.sum(-1)
     tok = _inverse_cdf(w, gen)
-    return tok, _picked(x, tok) - (m.squeeze(-1) + w.sum(-1).log())
+    return tok, _picked(x, tok) - (m.squeeze(-1) + total.log())
+
+
+class Workspace:
+    """Named float32 buffers reused across calls: ``take(name, shape, device)`` is a [rows, V] view
+    of the buffer (reallocated when it is too small or elsewhere), its contents undefined."""
+
+    def __init__(self):
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:] or buf.device != device:
+            buf = self._bufs[name] = torch.empty(shape, dtype=torch.float32, device=device)
+        return buf[:shape[0]]
 
 
 def _picked(x: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
@@ -50,17 +69,19 @@ def _picked(x: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
 
 
 def _inverse_cdf(w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """One index per row drawn with probability w / w.sum(-1) (w >= 0, some w > 0 per row)."""
+    """One index per row drawn with probability w / w.sum(-1) (w >= 0, some w > 0 per row); w is
+    overwritten (its cumulative sum, in place)."""
     u = torch.rand(w.shape[0], 1, generator=gen, device=w.device, dtype=w.dtype)
-    return inverse_cdf_at(w, u)
+    return inverse_cdf_at(w, u, inplace=True)
 
 
-def inverse_cdf_at(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def inverse_cdf_at(w: torch.Tensor, u: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Per row, the first index whose cumulative weight exceeds u * total (u [R, 1] in [0, 1)).
 
     A zero-weight index never exceeds its predecessor's cumulative weight, so it is never picked.
+    inplace: w becomes its cumulative sum (no new [R, V] tensor).
     """
-    cdf = w.cumsum(-1)
+    cdf = w.cumsum_(-1) if inplace else w.cumsum(-1)
     total = cdf[:, -1:]
     v = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
     return torch.searchsorted(cdf, v, right=True).squeeze(-1)
@@ -92,6 +113,7 @@ class TransformersSampler:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._stops: dict[tuple, StopStrings] = {}  # (stop strings, vocabulary size) -> their checker
+        self._work = Workspace()  # sampling's [rows, V] buffers, kept between calls
 
     def sync_weights(self, model) -> None:
         self.model = model  # same process, same tensors: nothing to copy
@@ -159,7 +181,7 @@ class TransformersSampler:
         pos = pmask.sum(-1).repeat_interleave(n, 0)[:, None]  # next position id per batch row
         width = pmask.shape[1]
         for t in range(T):
-            tok, lp = sample_tokens(logits, params, gen)
+            tok, lp = sample_tokens(logits, params, gen, self._work)
             rec = where[live]
             toks[rec, t], logps[rec, t] = tok[live], lp[live]
             lengths[rec] += 1
