@@ -19,7 +19,8 @@ import torch
 from reasoner import verifiers
 from reasoner.benchmarks.run import TrainingEval
 from reasoner.benchmarks.suites import load_suite, resolve_suite
-from reasoner import checkpoint, config_checks, data, distributed, engine, kl, lora, precision, reward_model, runtime, trackers
+from reasoner import (checkpoint, config_checks, data, distributed, engine, kl, lora, precision, reward_model, runtime,
+                      trackers)
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.best import Best
 from reasoner.config import Config, ConfigError, SamplingConfig, save_config, to_dict

@@ -60,8 +60,12 @@ if [ "${1:-}" = "--download" ]; then
   exit 0
 fi
 WHL=${1:-.whl}
-[ -d "$WHL/smollm2-shape" ] || { echo "gpu_check.sh: no $WHL/smollm2-shape: run 'bash scripts/gpu_check.sh --download $WHL' here first" >&2; exit 2; }
-"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl || exit 2
+if [ ! -d "$WHL/smollm2-shape" ]; then
+  echo "gpu_check.sh: no $WHL/smollm2-shape: run 'bash scripts/gpu_check.sh --download $WHL' here first" >&2
+  exit 2
+fi
+"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  "$WHL"/*.whl || exit 2
 export PYTHONPATH=$ROOT:/tmp/site REASONER_CACHE=$ROOT/$WHL/cache PYTHONUNBUFFERED=1
 export GPU_CHECK_DEVICE=${GPU_CHECK_DEVICE:-cuda} GPU_CHECK_TOKENS=${GPU_CHECK_TOKENS:-64,256}
 RUN=${GPU_CHECK_OUT:-/tmp/gpu_check}

