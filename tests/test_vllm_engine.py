@@ -19,11 +19,11 @@ needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
 pytestmark = [pytest.mark.vllm, needs_vllm]
 
 
-def _engine(model, tok):
+def _engine(model, tok, max_model_len: int | None = None):
     from reasoner.sampler.vllm import VLLMSampler
 
     return VLLMSampler(model, tok, EngineParams(seed=0, memory_fraction=0.2, model=None, kinds="add,sub",
-                                                cpu_kv_cache_bytes=256 << 20, max_model_len=512))
+                                                cpu_kv_cache_bytes=256 << 20, max_model_len=max_model_len))
 
 
 @pytest.fixture(scope="module", params=[("tied", torch.float32), ("untied", torch.float32), ("tied", torch.bfloat16),
@@ -71,19 +71,30 @@ def test_engine_logprobs_match_the_trainer(tiny_engine):
     assert diff.max() < tol and diff.mean() < tol / 10
 
 
+def _stale_gap(sampler) -> float:
+    """The probe gap with the tolerance off (check_sync raises past it)."""
+    tol, sampler.probe_tol = sampler.probe_tol, float("inf")
+    try:
+        return sampler.check_sync()
+    finally:
+        sampler.probe_tol = tol
+
+
 def test_engine_follows_deliberate_weight_changes(tiny_engine):
     sampler, model = tiny_engine
     assert sampler.check_sync() < sampler.probe_tol  # loaded from the same checkpoint
-    changes = [lambda: [p.add_(0.05 * torch.randn_like(p)) for p in model.parameters()],  # noise everywhere
-               lambda: model.model.layers[0].mlp.down_proj.weight.zero_(),  # a layer's output gone
-               lambda: model.model.embed_tokens.weight.mul_(2.0)]  # the embedding (the tied head's weight)
-    for change in changes:
+    layer = model.model.layers[0]
+    changes = {"noise everywhere": lambda: [p.add_(0.1 * torch.randn_like(p)) for p in model.parameters()],
+               "a layer zeroed": lambda: [m.weight.zero_() for m in (layer.self_attn.o_proj, layer.mlp.down_proj)],
+               "the embedding scaled (the tied head's weight)": lambda: model.model.embed_tokens.weight.mul_(3.0)}
+    for name, change in changes.items():
         with torch.no_grad():
             change()
-        with pytest.raises(RuntimeError, match="does not generate from the trainer"):
-            sampler.check_sync()  # the engine still has the old weights
+        stale = _stale_gap(sampler)  # the engine still has the old weights
         sampler.sync_weights(model)
-        assert sampler.check_sync() < sampler.probe_tol
+        after = sampler.check_sync()  # (the sampler itself checks only every check_every-th push)
+        print(f"{name} ({model.dtype}): probe gap before the push {stale:.3g}, after {after:.2g}")
+        assert stale > max(sampler.probe_tol, 10 * after)
 
 
 def test_engine_top_p_logprobs_are_renormalised(tiny_engine):
@@ -98,7 +109,10 @@ def test_engine_top_p_logprobs_are_renormalised(tiny_engine):
     kept = matched.isfinite()  # a token the engine kept at the top_p boundary may fall outside the trainer's set
     print(f"top_p=0.7: engine vs trainer processed max {matched[kept].max():.2e} ({int((~kept).sum())} outside); "
           f"vs full vocabulary mean {full.mean():.3f}")
-    assert kept.float().mean() > 0.95 and matched[kept].max() < (1e-3 if model.dtype == torch.float32 else 0.15)
+    if model.dtype == torch.float32:
+        assert kept.all() and matched.max() < 1e-3
+    else:  # bf16 moves tokens across the top_p boundary now and then
+        assert kept.float().mean() > 0.9 and matched[kept].mean() < 0.02
     assert (full > -1e-3).all() and full.mean() > 0.1  # log(1 / kept mass) > 0 at every token
 
 
@@ -144,7 +158,7 @@ def test_engine_follows_smollm2(dtype):
     model, tok = load_model(ModelConfig(name="smollm2"), "cpu")
     model = model.to(dtype).eval()
     assert model.config.tie_word_embeddings  # SmolLM2's head is its embedding
-    sampler = _engine(model, tok)
+    sampler = _engine(model, tok, max_model_len=512)  # its own 8192 would need more KV cache than the tests give
     try:
         assert sampler.check_sync() < sampler.probe_tol
         with torch.no_grad():
