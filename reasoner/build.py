@@ -19,7 +19,8 @@ import torch
 from reasoner import verifiers
 from reasoner.benchmarks.run import TrainingEval
 from reasoner.benchmarks.suites import load_suite, resolve_suite
-from reasoner import checkpoint, data, distributed, engine, kl, lora, precision, reward_model, runtime, trackers
+from reasoner import (checkpoint, config_checks, data, distributed, engine, kl, lora, precision, reward_model, runtime,
+                      trackers)
 from reasoner.advantages import ADVANTAGES, CRITIC_ESTIMATORS, GroupAdvantage
 from reasoner.best import Best
 from reasoner.breakdown import Breakdown
@@ -34,6 +35,7 @@ from reasoner.optim import Optimizer
 from reasoner.reference import OldLogp, make_runner
 from reasoner.run import Run, StopAtStep
 from reasoner.sampler import SamplingParams
+from reasoner.sampler.processing import truncates
 from reasoner.sampler.transformers import TransformersSampler
 from reasoner.update import UpdateParams
 from reasoner.verifiers.code import require_isolation
@@ -93,7 +95,8 @@ def sampling_params(s: SamplingConfig) -> SamplingParams:
 def _setup(cfg: Config) -> tuple[torch.device, distributed.DistInfo, bool]:
     """Before any model is loaded: config checks, seeds, device, process group."""
     is_sharded = runtime.sharded(cfg.run.parallel)
-    lora.check_config(cfg.model, cfg.sampling.backend)
+    lora.check_config(cfg.model)
+    config_checks.backend(cfg.sampling.backend, cfg.run.parallel)  # vLLM installed; no sharded weights
     trackers.check(cfg.run.report_to)  # known kinds, extras installed (also in config.validate)
     distributed.check_config(cfg.run.batch_size, distributed.env_info().world)
     precision.check(cfg.model.precision, is_sharded)
@@ -170,18 +173,28 @@ def _old_logp(model, cfg: Config, eng: engine.Engine) -> OldLogp:
     minibatch makes them equal; recompute them otherwise (vLLM), with the mismatch correction of
     ``sampling.vllm_tis_cap`` / ``vllm_is_level`` / ``vllm_is_mode`` for engine rollouts. The ratio is
     between the trainer's tempered distributions; the sampler's own log-probs (renormalised after
-    top_k/min_p/top_p) serve the KL-in-reward estimate and the mismatch weights."""
+    top_k/min_p/top_p) serve the KL-in-reward estimate and the mismatch weights, whose trainer side is then
+    taken under that same processed distribution (``reasoner.sampler.vllm.processed_trainer_logp``)."""
     exact = cfg.sampling.backend == "transformers"
     reuse = exact and cfg.algo.ppo_epochs * cfg.algo.minibatches == 1
-    return OldLogp(model, cfg.sampling.temperature, not reuse, None if exact else Correction.of(cfg.sampling), eng)
+    correction = None if exact else Correction.of(cfg.sampling)
+    params = sampling_params(cfg.sampling)
+    matched = None
+    if correction is not None and truncates(params):  # compare like with like: both after top_k/min_p/top_p
+        from reasoner.sampler.vllm import processed_trainer_logp
+
+        matched = functools.partial(processed_trainer_logp, model, params=params)
+    return OldLogp(model, cfg.sampling.temperature, not reuse, correction, eng, matched)
 
 
 def make_sampler(model, tokenizer, cfg: Config, device: torch.device, lean: bool = True):
     """The sampler of ``sampling.backend``: transformers (this process), or a colocated vLLM engine."""
     if cfg.sampling.backend == "vllm":
-        from reasoner.sampler.vllm import VLLMSampler
+        from reasoner.sampler.vllm import EngineParams, VLLMSampler
 
-        return VLLMSampler(model, tokenizer, cfg)
+        params = EngineParams(seed=cfg.run.seed, memory_fraction=cfg.sampling.vllm_gpu_memory_utilization,
+                              model=cfg.model, kinds=cfg.data.synthetic_kinds)
+        return VLLMSampler(model, tokenizer, params)
     lockstep = runtime.sharded(cfg.run.parallel)  # sharded weights: the same calls on every rank
     return TransformersSampler(model, tokenizer, device=device, lockstep=lockstep, lean=lean)
 

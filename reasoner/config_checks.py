@@ -3,6 +3,7 @@ each given the section it reads. Fixed choices and signs are checked in ``config
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 from reasoner.errors import ConfigError
@@ -41,6 +42,20 @@ def sampling(s) -> None:
         raise ConfigError(f"sampling.min_p={s.min_p!r} must be in [0, 1)")
     if not all(s.stop):
         raise ConfigError(f"sampling.stop={s.stop!r}: an empty stop string would end every completion")
+
+
+def backend(name: str, parallel: str) -> None:
+    """sampling.backend=vllm: vLLM importable, and replicated weights (the engine is pushed whole tensors)."""
+    if name != "vllm":
+        return
+    if parallel == "fsdp":
+        raise ConfigError("sampling.backend=vllm with run.parallel=fsdp: the engine is pushed whole weights, and FSDP2 "
+                          "shards them across ranks (they are not gathered before the push); use run.parallel=ddp or "
+                          "sampling.backend=transformers")
+    if importlib.util.find_spec("vllm") is None:
+        from reasoner.sampler.vllm import MISSING
+
+        raise ConfigError(MISSING)
 
 
 def group_size(size: int, advantage: str, critic: bool) -> None:

@@ -21,7 +21,7 @@ def enabled(cfg: ModelConfig) -> bool:
     return cfg.lora_r > 0
 
 
-def check_config(cfg: ModelConfig, backend: str = "transformers") -> None:
+def check_config(cfg: ModelConfig) -> None:
     """Fail before any model is loaded: peft installed, sane rank, alpha, dropout and targets."""
     if not enabled(cfg):
         if cfg.lora_r < 0:
@@ -36,9 +36,6 @@ def check_config(cfg: ModelConfig, backend: str = "transformers") -> None:
         raise ConfigError(f"model.lora_dropout={cfg.lora_dropout} must be in [0, 1)")
     if not targets(cfg):
         raise ConfigError("model.lora_targets is empty; name the modules to adapt, e.g. q_proj,v_proj")
-    if backend == "vllm":
-        raise ConfigError("model.lora_r > 0 with sampling.backend=vllm is not supported yet; "
-                          "use sampling.backend=transformers")
 
 
 def targets(cfg: ModelConfig) -> list[str]:

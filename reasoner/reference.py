@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 import torch
 
@@ -55,19 +55,24 @@ class OldLogp:
     recompute (an engine such as vLLM computes its own, slightly different, log-probs), and
     recompute with a train/inference mismatch ``correction`` (``reasoner.mismatch.Correction``:
     token- or sequence-level importance weights, truncated or masked) of the sampler's log-probs.
+    The sampler reports log-probs under its processed distribution (renormalised after top_k/min_p/top_p);
+    ``matched`` (set when sampling truncates) gives the trainer's under that same distribution for the weights,
+    which otherwise would carry each token's kept mass (< 1) as a bias; ``old`` stays the full tempered one.
     """
 
     def __init__(self, model, temperature: float, recompute: bool, correction: Correction | None = None,
-                 engine: Engine = FAST):
+                 engine: Engine = FAST, matched: Callable[[Rollout], torch.Tensor] | None = None):
         self.model, self.temperature, self.recompute, self.correction = model, temperature, recompute, correction
-        self.engine = engine
+        self.engine, self.matched = engine, matched
 
     def __call__(self, roll: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.recompute:
             return None, None
         old = logp_of(self.model, rollout_inputs(roll), self.temperature, self.engine)
-        weights = None if self.correction is None else self.correction(old, roll.logp, roll.completion_mask)
-        return old, weights
+        if self.correction is None:
+            return old, None
+        trainer = old if self.matched is None else self.matched(roll)  # like with like: the sampler's distribution
+        return old, self.correction(trainer, roll.logp, roll.completion_mask)
 
 
 class Pending:

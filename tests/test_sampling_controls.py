@@ -322,11 +322,12 @@ def test_training_eval_uses_the_training_processing_and_stops():
 
 
 def test_to_vllm_params_maps_top_k_min_p_and_stop():
-    from reasoner.sampler.vllm import to_vllm_params
+    from reasoner.sampler.vllm import request_seed, to_vllm_params
 
     p = SamplingParams(n=2, temperature=0.8, top_p=0.95, top_k=20, min_p=0.05, stop=["</answer>", "\n\n"], seed=1)
     assert p.stop == ("</answer>", "\n\n")  # a list becomes a tuple
-    assert to_vllm_params(p, index=2) == {"n": 2, "temperature": 0.8, "top_p": 0.95, "max_tokens": 16, "seed": 3,
+    assert to_vllm_params(p, index=2) == {"n": 2, "temperature": 0.8, "top_p": 0.95, "max_tokens": 16,
+                                          "seed": request_seed(1, 2, 2),
                                           "logprobs": 0, "skip_special_tokens": True, "top_k": 20, "min_p": 0.05,
                                           "stop": ["</answer>", "\n\n"]}
     off = to_vllm_params(SamplingParams())  # off: left to vLLM's own default, which is off in every release

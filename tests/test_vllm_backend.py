@@ -1,4 +1,5 @@
-"""vLLM backend: the pure parts on CPU (names, parameters, result conversion, TIS), the engine on GPU."""
+"""vLLM backend, the pure parts (no vLLM needed): names, LoRA merging, sampling parameters and seeds, result
+conversion, TIS, the top_p like-with-like weights, start-up checks. The engine: tests/test_vllm_engine.py."""
 from __future__ import annotations
 
 import math
@@ -9,8 +10,12 @@ import pytest
 import torch
 
 from reasoner.sampler import SamplingParams
-from reasoner.sampler.vllm import (engine_weights, outputs_to_rollout, probe_gap, tis_weights, to_vllm_params,
-                                   vllm_param_name)
+from reasoner.sampler.vllm import (EngineParams, engine_kwargs, engine_weights, outputs_to_rollout, probe_gap,
+                                   refresh_shared_weights, request_seed, tis_weights, to_vllm_params, vllm_param_name)
+
+
+def _params(**kw) -> EngineParams:
+    return EngineParams(**{"seed": 0, "memory_fraction": 0.2, "model": None, "kinds": "add,sub", **kw})
 
 
 # ---------------------------------------------------------------- parameter names and sampling parameters
@@ -41,17 +46,25 @@ def test_engine_weights_sends_tied_weights_once():
 
 def test_to_vllm_params_maps_one_to_one():
     p = SamplingParams(n=8, temperature=0.7, top_p=0.9, max_new_tokens=64, seed=100)
-    assert to_vllm_params(p, index=3) == {"n": 8, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64, "seed": 103,
-                                          "logprobs": 0, "skip_special_tokens": True}
+    assert to_vllm_params(p, index=3) == {"n": 8, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64,
+                                          "seed": request_seed(100, 3, 8), "logprobs": 0, "skip_special_tokens": True}
     assert to_vllm_params(SamplingParams(temperature=0.0))["seed"] is None
     with pytest.raises(ValueError, match="max_new_tokens"):
         to_vllm_params(SamplingParams(max_new_tokens=0))
 
 
+def test_request_seeds_never_share_a_random_stream():
+    # vLLM seeds completion j of a request seed + j; the step seeds of a run are consecutive (reasoner.seeds)
+    n, prompts = 8, 16
+    streams = [request_seed(step, i, n) + j for step in range(1000, 1050) for i in range(prompts) for j in range(n)]
+    assert len(set(streams)) == len(streams)  # with seed + index those 6400 completions would share 72 streams
+    assert request_seed(7, 2, n) == request_seed(7, 2, n) and 0 <= request_seed(2**40, 99, n) < 2**63
+
+
 def test_engine_source_reuses_a_checkpoint_or_saves_a_copy(tmp_path):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from reasoner.config import Config
+    from reasoner.config import ModelConfig
     from reasoner.models.tiny import build_tokenizer
     from reasoner.sampler.vllm import engine_source
 
@@ -59,14 +72,13 @@ def test_engine_source_reuses_a_checkpoint_or_saves_a_copy(tmp_path):
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1)
     fresh = Qwen2ForCausalLM(cfg)  # built in memory: no checkpoint directory to point the engine at
-    path, tok_path = engine_source(fresh, tok, Config())
+    path, tok_path = engine_source(fresh, tok, _params())
     assert path == tok_path
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in Path(path).iterdir()}
     loaded = Qwen2ForCausalLM.from_pretrained(path)
-    assert engine_source(loaded, tok, Config()) == (path, path)  # loaded from disk: that directory, no copy
-    eval_cfg = Config()
-    eval_cfg.model.name = path  # evaluation without a trainer model: the configured checkpoint
-    assert engine_source(None, tok, eval_cfg) == (path, path)
+    assert engine_source(loaded, tok, _params()) == (path, path)  # loaded from disk: that directory, no copy
+    # evaluation without a trainer model: the configured checkpoint
+    assert engine_source(None, tok, _params(model=ModelConfig(name=path))) == (path, path)
 
 
 # ---------------------------------------------------------------- RequestOutput -> Rollout
@@ -150,53 +162,120 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
         backend._require_vllm()
 
 
-# ---------------------------------------------------------------- the engine (GPU + vllm only)
+    with pytest.raises(ImportError, match="scripts/test_vllm.sh"):
+        backend._require_vllm()
 
 
-@pytest.mark.gpu
-def test_engine_rollout_and_weight_sync(tmp_path):
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    pytest.importorskip("vllm")
-    import time
+def test_backend_checks_at_start(monkeypatch):
+    import importlib.util
 
-    from reasoner.config import Config
-    from reasoner.models import prepare_tokenizer, set_generation_ids
-    from reasoner.models.tiny import TinyRecipe, build_config, build_tokenizer
-    from reasoner.sampler.vllm import VLLMSampler
-    from transformers import Qwen2ForCausalLM
+    from reasoner import config_checks
+    from reasoner.errors import ConfigError
 
-    tok = build_tokenizer()
-    prepare_tokenizer(tok)
+    config_checks.backend("transformers", "fsdp")  # the transformers sampler gathers nothing: fine
+    with pytest.raises(ConfigError, match="run.parallel=fsdp"):
+        config_checks.backend("vllm", "fsdp")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ConfigError, match="scripts/test_vllm.sh"):
+        config_checks.backend("vllm", "ddp")
+
+
+def test_engine_kwargs_per_platform():
+    assert engine_kwargs(_params(), on_cpu=True) == {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
+    assert engine_kwargs(_params(), on_cpu=False) == {"enforce_eager": False, "gpu_memory_utilization": 0.2}
+    assert engine_kwargs(_params(eager=False, cpu_kv_cache_bytes=5, max_model_len=9), on_cpu=True) == {
+        "enforce_eager": False, "kv_cache_memory_bytes": 5, "max_model_len": 9}
+
+
+# ---------------------------------------------------------------- LoRA merged for the push; tied layers re-processed
+
+
+def test_engine_weights_merge_lora_into_a_copy():
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=11, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(build_config(TinyRecipe(), tok)).cuda()
-    set_generation_ids(model, tok)
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    model = Qwen2ForCausalLM.from_pretrained(tmp_path).cuda()
-    cfg = Config()
-    cfg.sampling.vllm_gpu_memory_utilization = 0.2
-    sampler = VLLMSampler(model, tok, cfg)
-    params = SamplingParams(n=8, temperature=1.0, max_new_tokens=32, seed=1)
-    sampler.generate(["1+2="] * 2, params)  # warm-up
-    t0 = time.perf_counter()
-    roll = sampler.generate([f"{a}+{b}=" for a in range(8) for b in range(8)], params)
-    tok_s = float(roll.lengths.sum()) / (time.perf_counter() - t0)
-    print(f"vLLM tokens/s (64 prompts x 8 samples, 32 tokens, random tiny model): {tok_s:.0f}")
-    assert roll.completion_ids.shape[0] == 512 and (roll.logp[roll.completion_mask] <= 0).all()
-    # engine log-probs match the trainer's on the sampled tokens (fp32 both sides)
-    from reasoner.logprobs import completion_logp
+    base = Qwen2ForCausalLM(cfg)
+    q_before = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()  # B = 0 at init: make the adapter change something
+    sent = dict(engine_weights(model))
+    assert not any("lora_" in k or "base_layer" in k for k in sent)
+    assert set(sent) == {vllm_param_name(n) for n, _ in base.named_parameters() if "lora_" not in n}
+    # merged = W + (alpha / r) * B @ A = W + 2 * B @ A
+    expected = q_before + 2.0 * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+    torch.testing.assert_close(sent["model.layers.0.self_attn.q_proj.weight"], expected)
+    torch.testing.assert_close(layer.base_layer.weight, q_before)  # the trainer's weight is left as it was
+    assert not layer.merged
 
-    with torch.no_grad():
-        ref, _ = completion_logp(model, roll.prompt_ids.cuda(), roll.prompt_mask.cuda(), roll.completion_ids.cuda(),
-                                 roll.completion_mask.cuda())
-    gap = (ref.cpu() - roll.logp)[roll.completion_mask].abs().max()
-    assert gap < 1e-2, gap
-    # after changing the trainer's weights the engine must follow: the probe check passes only after a push
-    before = sampler.check_sync()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(3.0)
-    with pytest.raises(RuntimeError, match="does not generate from the trainer"):
-        sampler.check_sync()
-    sampler.sync_weights(model)
-    assert sampler.check_sync() <= sampler.probe_tol and before <= sampler.probe_tol
+
+def test_refresh_shared_weights_reprocesses_only_tied_layers():
+    calls = []
+
+    class Method:
+        def process_weights_after_loading(self, layer):
+            calls.append(layer.tag)
+
+    def layer(tag, weight):
+        m = torch.nn.Module()
+        m.weight, m.quant_method, m.tag = weight, Method(), tag
+        return m
+
+    shared = torch.nn.Parameter(torch.ones(3, 2))
+    root = torch.nn.ModuleDict({"embed": layer("embed", shared), "head": layer("head", shared),
+                                "proj": layer("proj", torch.nn.Parameter(torch.ones(2, 2))),
+                                "packed": layer("packed", torch.nn.Parameter(torch.empty(0)))})
+    assert refresh_shared_weights(root) == 2
+    assert sorted(calls) == ["embed", "head"]  # the unshared layer and the emptied (repacked) one are left alone
+
+
+# ---------------------------------------------------------------- top_p: the trainer's side of the weights
+
+
+class _FixedLogits(torch.nn.Module):
+    """A "model" whose next-token logits are log([.5, .3, .2]) at every position."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, logits_to_keep, **kw):
+        logits = torch.tensor([0.5, 0.3, 0.2]).log().expand(input_ids.shape[0], logits_to_keep, 3)
+        return NS(logits=logits)
+
+
+def test_processed_trainer_logp_is_renormalised_after_top_p():
+    from reasoner.sampler.vllm import processed_trainer_logp
+
+    roll = outputs_to_rollout([NS(outputs=[_completion([0, 1], [0.0, 0.0], "stop", ""),
+                                           _completion([2], [0.0], "stop", "")])], [[1]], pad_id=0, n=2)
+    got = processed_trainer_logp(_FixedLogits(), roll, SamplingParams(top_p=0.7), rows=1)
+    # top_p 0.7 keeps .5 (mass before it 0) and .3 (mass before it .5 < .7), drops .2 (.8 >= .7);
+    # renormalised over .8: .625, .375; token 2 was dropped: -inf; the padded position: 0
+    torch.testing.assert_close(got, torch.tensor([[math.log(0.625), math.log(0.375)], [-math.inf, 0.0]]))
+    full = processed_trainer_logp(_FixedLogits(), roll, SamplingParams(), rows=1)  # no truncation: softmax itself
+    torch.testing.assert_close(full, torch.tensor([[math.log(0.5), math.log(0.3)], [math.log(0.2), 0.0]]))
+
+
+def test_old_logp_weights_compare_like_with_like_under_top_p():
+    from reasoner.build import _old_logp
+    from reasoner.config import load_config
+    from reasoner.engine import PlainEngine
+
+    cfg = load_config(None, ["sampling.backend=vllm", "sampling.vllm_tis_cap=2", "sampling.top_p=0.7",
+                             "sampling.temperature=1"])
+    roll = outputs_to_rollout([NS(outputs=[_completion([0, 1], [math.log(0.625), math.log(0.375)], "stop", "")])],
+                              [[1]], pad_id=0, n=1)  # the engine's processed log-probs
+    old, weights = _old_logp(_FixedLogits(), cfg, PlainEngine())(roll)
+    # old: the full tempered distribution (the PPO ratio's): log .5, log .3
+    torch.testing.assert_close(old, torch.tensor([[math.log(0.5), math.log(0.3)]]))
+    # weights: trainer processed / engine processed = 1, not .5 / .625 = .8 (the kept mass, a bias)
+    torch.testing.assert_close(weights, torch.ones(1, 2))
+    no_top_p = load_config(None, ["sampling.backend=vllm", "sampling.vllm_tis_cap=2"])
+    assert _old_logp(_FixedLogits(), no_top_p, PlainEngine()).matched is None  # nothing truncated: old itself

@@ -27,6 +27,11 @@ import torch
 from reasoner.sampler import SamplingParams
 
 
+def truncates(params: SamplingParams) -> bool:
+    """Whether the processing drops any token (top_k, min_p or top_p on); else it is softmax(logits / T)."""
+    return params.top_k > 0 or params.min_p > 0 or params.top_p < 1.0
+
+
 def truncate(w: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Zero the tokens the processing drops; w [..., V] are unnormalised probabilities (w >= 0,
     some w > 0 per row) of the tempered distribution. Kept entries are returned unchanged."""
