@@ -157,5 +157,11 @@ class Schema:
 
 
 def plain(cfg: Any) -> dict[str, Any]:
-    """A dataclass tree as plain YAML-safe data (tuples as lists)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg))
+    """A dataclass tree as plain YAML-safe data (tuples as lists: OmegaConf 2.4 keeps tuples)."""
+    return _lists(OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
+def _lists(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _lists(v) for k, v in x.items()}
+    return [_lists(v) for v in x] if isinstance(x, (list, tuple)) else x
