@@ -266,35 +266,69 @@ class _HeadLogp(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logp, _grad_ent):
         hidden, weight, bias, targets = ctx.saved_tensors
-        rows, t = _chunk_rows(weight.shape[0]), ctx.temperature
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        gh = torch.empty_like(hidden) if need_h else None
-        gw = None
-        gb = torch.zeros(weight.shape[0], device=weight.device) if need_b else None
-        for i, (h, y, g) in enumerate(zip(hidden.split(rows), targets.split(rows), grad_logp.split(rows))):
-            if ctx.probs is not None:
-                p = ctx.probs[i]
-            else:
-                p = torch.softmax(_logits(weight, bias, h, t), -1)
-            dlogits = p.mul_(-g[:, None])  # d logp / d logits = onehot(y) - softmax, times grad_logp
-            dlogits[torch.arange(len(y), device=y.device), y] += g
-            if t > 0 and t != 1.0:
-                dlogits /= t
-            dlogits = dlogits.to(weight.dtype)
-            if need_h:
-                torch.mm(dlogits, weight, out=gh[i * rows:i * rows + len(y)])
-            if need_w:  # float32 sums; the matmul in the weights' dtype (a bf16 mm is several times faster)
-                if gw is None:
-                    gw = torch.mm(dlogits.t(), h).float()
-                elif weight.dtype == torch.float32:
-                    gw.addmm_(dlogits.t(), h)
-                else:
-                    gw.add_(torch.mm(dlogits.t(), h))
-            if need_b:
-                gb += dlogits.float().sum(0)
+        need = ctx.needs_input_grad[:3]
+        if ctx.kept is not None:  # every chunk's softmax is in one [M, V] buffer: one pass over all rows
+            d = _dlogits_(ctx.kept, targets, grad_logp, ctx.temperature)
+            gh, gw, gb = _head_grads(d, hidden, weight, need)
+        else:
+            gh, gw, gb = _chunked_head_grads(hidden, weight, bias, targets, grad_logp, ctx.temperature, need)
         ctx.probs = ctx.kept = None  # the workspace is free again
         cast = lambda x, like: None if x is None else x.to(like.dtype)  # noqa: E731
         return gh, cast(gw, weight), (cast(gb, bias) if bias is not None else None), None, None, None
+
+
+def _dlogits_(p: torch.Tensor, y: torch.Tensor, g: torch.Tensor, temperature: float) -> torch.Tensor:
+    """d logp[y] / d logits, times g, in place over the softmax p [m, V] (float32):
+    (onehot(y) - softmax) * g / temperature."""
+    p.mul_(-g[:, None])
+    p[torch.arange(len(y), device=y.device), y] += g
+    if temperature > 0 and temperature != 1.0:
+        p /= temperature
+    return p
+
+
+def _head_grads(d: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, need):
+    """(d hidden, d weight, d bias) from d logits [m, V] (float32), each None where not needed.
+
+    The two matmuls run in the weights' dtype (a bf16 mm is several times faster on the CPU), each
+    once over all m rows: the weight gradient [V, H] is as big as the head, so forming it per chunk
+    and summing costs more than the arithmetic (``docs/benchmarks.md``, "reasoner/logprobs.py")."""
+    low = d if weight.dtype == torch.float32 else _GRAD_SPACE.cast(d, weight.dtype)
+    gh = torch.mm(low, weight) if need[0] else None
+    gw = torch.mm(low.t(), h) if need[1] else None
+    gb = d.sum(0) if need[2] else None
+    return gh, gw, gb
+
+
+def _chunked_head_grads(hidden, weight, bias, targets, grad_logp, temperature: float, need):
+    """_head_grads chunk by chunk, each chunk's softmax recomputed (the forward kept none)."""
+    rows = _chunk_rows(weight.shape[0])
+    gh = torch.empty_like(hidden) if need[0] else None
+    gw = gb = None
+    for i, (h, y, g) in enumerate(zip(hidden.split(rows), targets.split(rows), grad_logp.split(rows))):
+        d = _dlogits_(torch.softmax(_logits(weight, bias, h, temperature), -1), y, g, temperature)
+        dh, dw, db = _head_grads(d, h, weight, need)
+        if need[0]:
+            gh[i * rows:i * rows + len(y)] = dh
+        gw = dw.float() if gw is None and need[1] else (gw.add_(dw) if need[1] else None)
+        gb = db if gb is None else gb.add_(db)
+    return gh, gw, gb
+
+
+class _CastSpace:
+    """One buffer reused from step to step for the low-precision copy of the backward's d logits."""
+
+    def __init__(self):
+        self.buf = None
+
+    def cast(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.buf is None or self.buf.numel() < x.numel() or self.buf.dtype != dtype or self.buf.device != x.device:
+            self.buf = None
+            self.buf = torch.empty(x.numel(), dtype=dtype, device=x.device)
+        return self.buf[:x.numel()].view(x.shape).copy_(x)
+
+
+_GRAD_SPACE = _CastSpace()
 
 
 def _autograd_head(head, hidden, targets, temperature: float, with_entropy: bool, entropy_grad: bool = False):

@@ -83,6 +83,7 @@ class MasterWeights:
         self.params = [p.detach().float().clone().requires_grad_(True) if master and p.dtype != torch.float32 else p
                        for p in self.model_params]
         self._pairs = [(p, m) for p, m in zip(self.model_params, self.params) if m is not p]
+        self._grad_bufs: dict[int, torch.Tensor] = {}  # pair index: its master's float32 gradient buffer
 
     @property
     def copies(self) -> bool:
@@ -90,10 +91,18 @@ class MasterWeights:
         return bool(self._pairs)
 
     def collect(self) -> None:
-        for p, m in self._pairs:
+        """Each module gradient copied (first micro-batch) or added into its master's float32 gradient,
+        held in a buffer kept from step to step: a fresh float32 copy of every gradient would page-fault
+        its way through the model's size in new memory at every step."""
+        for i, (p, m) in enumerate(self._pairs):
             if p.grad is not None:
-                g = p.grad.float()
-                m.grad = g if m.grad is None else m.grad.add_(g)
+                if m.grad is None:
+                    buf = self._grad_bufs.get(i)
+                    if buf is None or buf.shape != m.shape:
+                        buf = self._grad_bufs[i] = torch.empty_like(m)
+                    m.grad = buf.copy_(p.grad)
+                else:
+                    m.grad.add_(p.grad)
                 p.grad = None
 
     @torch.no_grad()

@@ -259,3 +259,34 @@ def test_packed_copy_follows_weight_changes_and_skips_lora_and_fp32():
     assert packed.for_model(*parts) is not first
     model.model.layers[0].mlp.up_proj = torch.nn.Identity()  # not a plain Linear (e.g. a peft layer)
     assert packed.for_model(*parts) is None
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("width", [32, 576, 1000])
+def test_fused_rms_norm_equals_the_module_exactly(kind, dtype, width):
+    """fast.rms_norm (torch's fused kernel) gives the transformers module's values bit for bit, and the
+    same gradients; a norm with a hook is called as a module."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    g = torch.Generator().manual_seed(width)
+    norm = (LlamaRMSNorm if kind == "llama" else Qwen2RMSNorm)(width, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(width, generator=g))
+    x0 = (3 * torch.randn(7, 5, width, generator=g)).to(dtype)
+    outs = []
+    for fn in (norm, lambda x: fast.rms_norm(norm, x)):
+        x = x0.clone().requires_grad_()
+        norm.zero_grad(set_to_none=True)
+        y = fn(x)
+        (y.float() * torch.linspace(-1, 1, width)).sum().backward()
+        outs.append((y.detach(), x.grad, norm.weight.grad))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=0)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=0.02, atol=0.02)  # bf16: 8 bits
+    for a, b in zip(outs[1][1:], outs[0][1:]):
+        torch.testing.assert_close(a.float(), b.float(), **tol)
+    calls = []
+    norm.register_forward_hook(lambda *a: calls.append(1))
+    fast.rms_norm(norm, x0)
+    assert calls == [1]

@@ -51,6 +51,26 @@ def test_small_updates_accumulate_in_the_masters_and_are_lost_in_pure_bf16():
     torch.testing.assert_close(mixed.weight.float(), torch.tensor([[0.98828125]]), rtol=0, atol=0)
 
 
+def test_master_gradients_are_each_steps_own_in_a_reused_buffer():
+    # w = 1.0 (bf16), SGD lr 1 on the float32 master, grad-clip off. Step 1: gradient 2^-4, two
+    # micro-batches collected (2^-4 + 2^-4 = 2^-3), so w = 1 - 2^-3 = 0.875. Step 2: one micro-batch of
+    # 2^-5: w = 0.875 - 2^-5 = 0.84375. A stale sum carried over from step 1 would give 0.875 - 2^-3 - 2^-5.
+    # Both values are exact in bf16 and in float32.
+    model = _one_weight(1.0, torch.bfloat16)
+    opt = Optimizer(model, load_config(None, ["optim.grad_clip=0"]).optim, 2, master=True, make=_sgd(1.0))
+    for g in (2 ** -4, 2 ** -4):
+        model.weight.grad = torch.full_like(model.weight, g)
+        opt.collect()
+    first = opt.weights.params[0].grad.data_ptr()
+    opt.step()
+    torch.testing.assert_close(model.weight.float(), torch.tensor([[0.875]]), rtol=0, atol=0)
+    model.weight.grad = torch.full_like(model.weight, 2 ** -5)
+    opt.collect()
+    assert opt.weights.params[0].grad.data_ptr() == first  # the same float32 buffer, overwritten
+    opt.step()
+    torch.testing.assert_close(model.weight.float(), torch.tensor([[0.84375]]), rtol=0, atol=0)
+
+
 def test_fp32_has_no_copies_and_mixed_copies_only_low_precision_weights():
     fp32 = _one_weight(1.0, torch.float32)
     assert Optimizer(fp32, load_config().optim, 1, master=True).weights.params[0] is fp32.weight

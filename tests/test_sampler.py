@@ -106,6 +106,37 @@ def test_padding_free_head_equals_full_forward(random_tiny_model, monkeypatch, c
     _assert_same_logp_and_grads(ours, plain)
 
 
+@pytest.mark.parametrize("keep", [1 << 27, 0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_head_backward_equals_autograd_with_bias_and_temperature(monkeypatch, keep, dtype):
+    """The hand-written head backward, over the kept softmax in one pass (keep) or chunk by chunk
+    recomputed (0), against autograd through log_softmax, for the hidden states, weight and bias."""
+    import reasoner.logprobs as lp
+
+    monkeypatch.setattr(lp, "HEAD_CHUNK", 3 * 50)  # vocab 50: 3 rows per chunk, 4 chunks for 11 rows
+    monkeypatch.setattr(lp, "HEAD_KEEP", keep)
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(8, 50).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(50, 8, generator=g))
+        head.bias.copy_(torch.randn(50, generator=g))
+    h0 = torch.randn(11, 8, generator=g).to(dtype)
+    y = torch.randint(0, 50, (11,), generator=g)
+    w = torch.rand(11, generator=g)  # a weighted sum makes every row's gradient differ
+
+    def grads(fn):
+        h = h0.clone().requires_grad_()
+        head.zero_grad(set_to_none=True)
+        (fn(h).float() * w).sum().backward()
+        return h.grad.float(), head.weight.grad.float(), head.bias.grad.float()
+
+    ours = grads(lambda h: lp.head_logp(head, h, y, 0.7, False)[0])
+    plain = grads(lambda h: torch.log_softmax(head(h).float() / 0.7, -1).gather(-1, y[:, None]).squeeze(-1))
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)  # bf16: 8 bits
+    for a, b in zip(ours, plain):
+        torch.testing.assert_close(a, b, **tol)
+
+
 def test_two_forwards_before_one_backward_keep_their_own_softmax(random_tiny_model):
     """The kept softmax lives in a reused workspace; a second forward before the first's backward
     must not overwrite it: gradients of logp1 + logp2 equal the plain forward's."""
