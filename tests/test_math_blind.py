@@ -2,23 +2,23 @@
 label policy by an author who had not read the checker, and committed before the checker was first
 run on it. Only its shape is tested here: it is a benchmark for scripts/bench_verifiers.py
 (``--tables blind``), not a tuning target, so the checker's accuracy on it is never asserted."""
-import json
 from collections import Counter
 from pathlib import Path
+
+import _corpus  # tests/_corpus.py
 
 PATH = Path(__file__).parent / "data" / "math_blind.jsonl"
 FIELDS = {"category": str, "gold": str, "response": str, "expected": bool, "note": str}
 
 
 def rows() -> list[dict]:
-    return [json.loads(line) for line in PATH.open(encoding="utf-8") if line.strip()]
+    return _corpus.rows(PATH)
 
 
 def test_fields_and_types():
-    for i, r in enumerate(rows()):
-        assert set(r) == set(FIELDS), f"row {i}: fields {sorted(r)}"
-        for name, typ in FIELDS.items():
-            assert type(r[name]) is typ, f"row {i}: {name} is {type(r[name]).__name__}, not {typ.__name__}"
+    rs = rows()
+    _corpus.check_fields(rs, FIELDS)
+    for i, r in enumerate(rs):
         assert r["category"] and r["gold"].strip() and r["response"].strip() and r["note"], f"row {i}: empty field"
 
 

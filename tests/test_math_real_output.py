@@ -2,22 +2,22 @@
 scripts/make_real_output_corpus.py) is well-formed. Only its shape is tested here: it is a
 benchmark for scripts/bench_verifiers.py, not a tuning target, so the checker's accuracy on it is
 reported there and never asserted."""
-import json
 from pathlib import Path
+
+import _corpus  # tests/_corpus.py
 
 PATH = Path(__file__).parent / "data" / "math_real_output.jsonl"
 FIELDS = {"source": str, "model": str, "gold": str, "response": str, "label": bool, "how": str}
 
 
 def rows() -> list[dict]:
-    return [json.loads(line) for line in PATH.open(encoding="utf-8") if line.strip()]
+    return _corpus.rows(PATH)
 
 
 def test_fields_and_types():
-    for i, r in enumerate(rows()):
-        assert set(r) == set(FIELDS), f"row {i}: fields {sorted(r)}"
-        for name, typ in FIELDS.items():
-            assert type(r[name]) is typ, f"row {i}: {name} is {type(r[name]).__name__}, not {typ.__name__}"
+    rs = rows()
+    _corpus.check_fields(rs, FIELDS)
+    for i, r in enumerate(rs):
         assert r["how"] in ("agree", "hand"), f"row {i}: how={r['how']!r}"
         assert r["source"] and r["model"] and r["gold"].strip(), f"row {i}: empty source, model or gold"
 
