@@ -220,22 +220,23 @@ def _logits(weight, bias, h, temperature: float, out: torch.Tensor | None = None
 
 
 class _Workspace:
-    """One float32 buffer for the softmax a forward keeps for its backward, reused from step to step.
+    """One buffer reused from step to step: the softmax a forward keeps for its backward (float32), or
+    the backward's low-precision copy of d logits.
 
     A fresh large tensor costs a page fault per 4 KiB page on first touch, at every step; a reused
     buffer pays those faults once (SmolLM2's figures: ``docs/benchmarks.md``, "reasoner/logprobs.py").
-    One forward holds it until the tensor it was handed dies (its backward ran, or its graph
-    was dropped); another forward meanwhile gets a fresh tensor."""
+    One lease holds it until the tensor it was handed dies (a forward's: its backward ran, or its graph
+    was dropped); another lease meanwhile gets a fresh tensor."""
 
-    def __init__(self):
-        self.buf, self.busy = None, False
+    def __init__(self, dtype: torch.dtype = torch.float32):
+        self.buf, self.busy, self.dtype = None, False, dtype
 
     def lease(self, rows: int, V: int, device) -> torch.Tensor:
         if self.busy:
-            return torch.empty(rows, V, device=device)
+            return torch.empty(rows, V, device=device, dtype=self.dtype)
         if self.buf is None or self.buf.numel() < rows * V or self.buf.device != torch.device(device):
             self.buf = None  # free the old one first
-            self.buf = torch.empty(rows * V, device=device)
+            self.buf = torch.empty(rows * V, device=device, dtype=self.dtype)
         self.busy = True
         view = self.buf[:rows * V].view(rows, V)
         weakref.finalize(view, self._release)
@@ -246,6 +247,7 @@ class _Workspace:
 
 
 _SOFTMAX_SPACE = _Workspace()
+_BF16_GRAD_SPACE = _Workspace(torch.bfloat16)  # the head backward's bf16 d logits (bf16 weights)
 
 
 class _HeadLogp(torch.autograd.Function):
@@ -293,7 +295,10 @@ def _head_grads(d: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, need):
     The two matmuls run in the weights' dtype (a bf16 mm is several times faster on the CPU), each
     once over all m rows: the weight gradient [V, H] is as big as the head, so forming it per chunk
     and summing costs more than the arithmetic (``docs/benchmarks.md``, "reasoner/logprobs.py")."""
-    low = d if weight.dtype == torch.float32 else _GRAD_SPACE.cast(d, weight.dtype)
+    if weight.dtype == torch.bfloat16:  # into the reused buffer (released when ``low`` dies, on return)
+        low = _BF16_GRAD_SPACE.lease(*d.shape, d.device).copy_(d)
+    else:
+        low = d.to(weight.dtype)  # float32: d itself
     gh = torch.mm(low, weight) if need[0] else None
     gw = torch.mm(low.t(), h) if need[1] else None
     gb = d.sum(0) if need[2] else None
@@ -310,25 +315,11 @@ def _chunked_head_grads(hidden, weight, bias, targets, grad_logp, temperature: f
         dh, dw, db = _head_grads(d, h, weight, need)
         if need[0]:
             gh[i * rows:i * rows + len(y)] = dh
-        gw = dw.float() if gw is None and need[1] else (gw.add_(dw) if need[1] else None)
-        gb = db if gb is None else gb.add_(db)
+        if need[1]:
+            gw = dw.float() if gw is None else gw.add_(dw)
+        if need[2]:
+            gb = db if gb is None else gb.add_(db)
     return gh, gw, gb
-
-
-class _CastSpace:
-    """One buffer reused from step to step for the low-precision copy of the backward's d logits."""
-
-    def __init__(self):
-        self.buf = None
-
-    def cast(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if self.buf is None or self.buf.numel() < x.numel() or self.buf.dtype != dtype or self.buf.device != x.device:
-            self.buf = None
-            self.buf = torch.empty(x.numel(), dtype=dtype, device=x.device)
-        return self.buf[:x.numel()].view(x.shape).copy_(x)
-
-
-_GRAD_SPACE = _CastSpace()
 
 
 def _autograd_head(head, hidden, targets, temperature: float, with_entropy: bool, entropy_grad: bool = False):

@@ -97,10 +97,9 @@ class MasterWeights:
         for i, (p, m) in enumerate(self._pairs):
             if p.grad is not None:
                 if m.grad is None:
-                    buf = self._grad_bufs.get(i)
-                    if buf is None or buf.shape != m.shape:
-                        buf = self._grad_bufs[i] = torch.empty_like(m)
-                    m.grad = buf.copy_(p.grad)
+                    if i not in self._grad_bufs:
+                        self._grad_bufs[i] = torch.empty_like(m)
+                    m.grad = self._grad_bufs[i].copy_(p.grad)
                 else:
                     m.grad.add_(p.grad)
                 p.grad = None
