@@ -57,7 +57,7 @@ def build(cfg: Config) -> Run:
     isolation = _check_sandbox(train_set + eval_set, cfg.run.allow_weak_sandbox)
 
     model, tok = load_model(cfg.model, device=str(device), kinds=cfg.data.synthetic_kinds)
-    model, prec = runtime.prepare_policy(model, cfg.model, cfg.run.threads, device, is_sharded)
+    model, prec, start = runtime.prepare_policy(model, cfg.model, cfg.run.threads, device, is_sharded)
     ref = runtime.make_reference(model, cfg.algo.beta, is_sharded)  # before wrapping: FSDP2 shards in place
     eng = engine.get(cfg.run.engine)
     reference = make_runner(ref, cfg.run.reference_process, cfg.sampling.temperature, device, eng)
@@ -75,7 +75,7 @@ def build(cfg: Config) -> Run:
                           a.max_sampling_tries if a.dynamic_sampling else 0),
         reference=reference, old_logp=_old_logp(model, cfg, eng), advantage=advantage, engine=eng,
         kl=kl.make(a.kl_in, a.beta, a.kl_estimator, a.kl_target, a.kl_horizon), update=UpdateParams.of(cfg),
-        opt=Optimizer(model, cfg.optim, cfg.run.steps, master=prec.master),  # AdamW + schedule, fp32 masters
+        opt=Optimizer(model, cfg.optim, cfg.run.steps, master=prec.master, start=start),  # AdamW, fp32 masters
         evaluate=TrainingEval(sampler, (eval_set, [render(p) for p in eval_set]),
                               {k: (v, data.render_all(v, tok, cfg.data)) for k, v in suites.items()}, s.max_new_tokens,
                               cfg.run.eval_samples, s.temperature, s.top_p, cfg.run.seed,

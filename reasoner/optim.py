@@ -84,10 +84,11 @@ class Optimizer:
     """AdamW + schedule over ``MasterWeights(model, master)``; ``state_dict`` / ``load_state_dict`` for checkpoints."""
 
     def __init__(self, model: torch.nn.Module, cfg: OptimConfig, total_steps: int, master: bool = False,
-                 make: Callable[[list], torch.optim.Optimizer] | None = None):
-        """make(params): another torch optimizer over the masters (tests use SGD); default AdamW from ``cfg``."""
+                 make: Callable[[list], torch.optim.Optimizer] | None = None, start: dict | None = None):
+        """make(params): another torch optimizer over the masters (tests use SGD); default AdamW from ``cfg``.
+        start: the masters' starting float32 values by name (``precision.loaded_float32``)."""
         self.model, self.grad_clip = model, cfg.grad_clip
-        self.weights = MasterWeights(model, master)
+        self.weights = MasterWeights(model, master, start)
         params = self.weights.params
         fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
         self.opt = make(params) if make is not None else torch.optim.AdamW(

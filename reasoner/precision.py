@@ -7,7 +7,9 @@
   bfloat16 after each step. Small updates accumulate in the masters instead of being lost to
   bfloat16's 8-bit mantissa (Micikevicius et al. 2018, "Mixed Precision Training"; the bf16
   variant of Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning Training").
-  Checkpoints hold the float32 masters, so a resume continues from the exact same state.
+  The masters start from the float32 weights as loaded (``loaded_float32``, taken before the cast),
+  not from their bf16 rounding. Checkpoints hold the float32 masters, so a resume continues from the
+  exact same state.
 - ``bf16``: bfloat16 weights stepped directly (half the memory, but AdamW updates smaller than
   half a bf16 ulp of a weight, ~2^-9 relative, are rounded away).
 - ``auto``: ``bf16-mixed`` where bfloat16 matmuls are fast (a CUDA GPU with bf16; a CPU with
@@ -68,20 +70,40 @@ def resolve(name: str, device: torch.device, n_params: int, sharded: bool = Fals
     return Precision(name, torch.float32 if name == "fp32" else torch.bfloat16, name == "bf16-mixed")
 
 
+def loaded_float32(model: torch.nn.Module, prec: Precision) -> dict[str, torch.Tensor]:
+    """The trainable float32 weights of ``model`` by name, taken before it is cast to ``prec.compute``
+    (empty unless bf16-mixed): the masters start from them. Masters started from the bf16 rounding sit
+    on bf16's grid, so the module moves a whole bf16 spacing once an update passes half of one, and the
+    float32 weights a run saves no longer behave like the module it trained and evaluated (measured on
+    SmolLM2 after 20 recipe steps: 22 % held-out in float32 against the module's 57 %; ``docs/benchmarks.md``,
+    "reasoner/precision.py"). Started from the loaded values, they drift off the grid as autocast's do."""
+    if not prec.master or prec.compute == torch.float32:
+        return {}
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad and p.dtype == torch.float32}
+
+
+def _master(p: torch.Tensor, start: torch.Tensor | None) -> torch.Tensor:
+    """The float32 master of module weight ``p``: ``start`` (its loaded float32 value) when it fits, else ``p``."""
+    fits = start is not None and start.shape == p.shape and start.device == p.device
+    return (start if fits else p.detach().float().clone()).requires_grad_(True)
+
+
 class MasterWeights:
     """The trainable parameters as the optimizer sees them.
 
     ``params``: what the optimizer steps and gradient clipping measures: float32 masters for the
     module's low-precision trainable weights under ``bf16-mixed``, else the module's own parameters.
     ``collect()`` after each backward moves the module's gradients onto the masters (adding in
-    float32); ``publish()`` after each optimizer step writes the masters back into the module."""
+    float32); ``publish()`` after each optimizer step writes the masters back into the module.
+    start: ``loaded_float32(model)`` before the cast, the masters' starting values by name (else the
+    module's weights, upcast)."""
 
-    def __init__(self, model: torch.nn.Module, master: bool):
+    def __init__(self, model: torch.nn.Module, master: bool, start: dict[str, torch.Tensor] | None = None):
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        start = start or {}
         self.names = [n for n, _ in named]
         self.model_params = [p for _, p in named]
-        self.params = [p.detach().float().clone().requires_grad_(True) if master and p.dtype != torch.float32 else p
-                       for p in self.model_params]
+        self.params = [_master(p, start.get(n)) if master and p.dtype != torch.float32 else p for n, p in named]
         self._pairs = [(p, m) for p, m in zip(self.model_params, self.params) if m is not p]
         self._grad_bufs: dict[int, torch.Tensor] = {}  # pair index: its master's float32 gradient buffer
 

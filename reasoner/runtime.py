@@ -35,8 +35,10 @@ def sharded(parallel: str) -> bool:
 
 def prepare_policy(model, m: ModelConfig, n_threads: int, device: torch.device, is_sharded: bool = False):
     """Precision, threads (``run.threads``), gradient checkpointing and LoRA adapters as ``m`` says;
-    returns (the policy to train, its resolved precision.Precision)."""
+    returns (the policy to train, its resolved precision.Precision, the float32 weights as loaded that
+    bf16-mixed's masters start from: ``precision.loaded_float32``)."""
     prec = precision.resolve(m.precision, device, threads.n_params(model), is_sharded)
+    start = precision.loaded_float32(model, prec)  # before the cast
     model.to(prec.compute)
     threads.configure(model, n_threads)
     if m.gradient_checkpointing:
@@ -47,7 +49,7 @@ def prepare_policy(model, m: ModelConfig, n_threads: int, device: torch.device, 
         model.config.use_cache = False
     if lora.enabled(m):
         model = lora.wrap(model, m)
-    return model, prec
+    return model, prec, start
 
 
 def make_reference(policy, beta: float, is_sharded: bool = False):

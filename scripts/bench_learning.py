@@ -8,7 +8,9 @@ Both trainers get the ``scripts/bench_step.py`` set-up (the same prompts in the 
 same math verifier, lr 1e-4 constant, beta 0.04 with k3 KL in the loss, one PPO epoch, fp32,
 the same torch threads and seed), each in its own subprocess. Before and after training, each
 policy is scored by the same function, ``benchmarks.TrainingEval`` (greedy decoding, the
-math verifier), on the same held-out synthetic test problems. With ``--config`` both trainers take
+math verifier), on the same held-out synthetic test problems; a reasoner run is scored twice, by its
+own evaluation (a bf16-mixed run's runs its bf16 compute copy) and, as TRL's, on its float32 weights
+(``heldout_fp32``: the masters it saves, and the float32 weights both start from). With ``--config`` both trainers take
 that recipe's model, prompts, sampling, loss aggregation (TRL's ``loss_type`` of the same
 normalisation), optimizer and KL settings instead; ``--trl-bf16`` runs TRL with ``bf16=True``.
 TRL is a benchmark-only dependency (``bash scripts/setup.sh --bench``).
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import CASES, build_trl, make_config  # noqa: E402
+from bench_step import CASES, build_trl, make_config, trl_model_dir  # noqa: E402
 
 
 def heldout(model, tok, cfg) -> float:
@@ -40,6 +42,20 @@ def heldout(model, tok, cfg) -> float:
     prompts = [data.render(p, tok, cfg.data) for p in problems]
     sampler = TransformersSampler(model, tok, device="cpu")
     return TrainingEval(sampler, (problems, prompts), {}, cfg.sampling.max_new_tokens)(step=0)["eval/accuracy"]
+
+
+def heldout_fp32(path: str | Path, cfg) -> float:
+    """``heldout`` of the weights saved in ``path``, loaded in float32: how TRL's weights are scored, so
+    a bf16-mixed run (whose own evaluation runs its bf16 compute copy) is scored like for like too."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reasoner.models import prepare_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    prepare_tokenizer(tok)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return heldout(model, tok, cfg)
 
 
 def recipe_config(path: str, steps: int, threads: int, out_dir: str, overrides: list[str]):
@@ -64,9 +80,11 @@ def run_reasoner(case: str, steps: int, threads: int, overrides: list[str], conf
         summary = train(cfg)  # evaluates with benchmarks.TrainingEval before and after
         seconds = time.perf_counter() - t0
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        fp32 = {"before_fp32": heldout_fp32(trl_model_dir(cfg, tmp), cfg),  # the weights TRL starts from
+                "after_fp32": heldout_fp32(summary["final_model"], cfg)}  # the float32 masters
     rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]
     return {"before": summary["heldout_accuracy_before"], "after": summary["heldout_accuracy_after"],
-            "rewards": rewards, "seconds": seconds, "problems": summary["heldout_problems"]}
+            "rewards": rewards, "seconds": seconds, "problems": summary["heldout_problems"], **fp32}
 
 
 def run_trl(case: str, steps: int, threads: int, overrides: list[str], config: str | None = None,
@@ -88,7 +106,7 @@ def run_trl(case: str, steps: int, threads: int, overrides: list[str], config: s
     trainer.train()
     after = heldout(trainer.model, tok, cfg)
     return {"before": before, "after": after, "rewards": rewards, "seconds": time.perf_counter() - t0,
-            "problems": cfg.data.eval_size}
+            "problems": cfg.data.eval_size, "before_fp32": before, "after_fp32": after}  # its weights are fp32
 
 
 def spawn(kind: str, case: str, steps: int, threads: int, overrides: list[str], extra: list[str]) -> dict:
@@ -147,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind:10s} {mean(r['before'] for r in runs):7.3f} {mean(r['after'] for r in runs):7.3f} "
               f"{first:15.3f} {last:14.3f} {mean(r['seconds'] for r in runs):8.1f}")
     for kind, runs in results.items():
-        print(f"{kind} per seed (before -> after): " + "  ".join(f"{r['before']:.3f}->{r['after']:.3f}" for r in runs))
+        for key, what in (("", "its own evaluation"), ("_fp32", "float32 weights, the same function")):
+            print(f"{kind} per seed (before -> after, gain), {what}: " + "  ".join(
+                f"{r['before' + key]:.3f}->{r['after' + key]:.3f} ({100 * (r['after' + key] - r['before' + key]):+.1f})"
+                for r in runs))
     return 0
 
 

@@ -71,6 +71,39 @@ def test_master_gradients_are_each_steps_own_in_a_reused_buffer():
     torch.testing.assert_close(model.weight.float(), torch.tensor([[0.84375]]), rtol=0, atol=0)
 
 
+def test_masters_start_from_the_loaded_float32_weights_not_their_bf16_rounding():
+    # Loaded w = 1 + 2^-9 = 1.001953125 (float32). bf16 spacing just above 1 is 2^-7 = 0.0078125, so the
+    # module holds 1.0 (0.001953125 away; 1.0078125 is 0.005859375 away). SGD, lr 1, gradient
+    # -(2^-8 - 2^-10) = -0.0029296875: the master goes to 1.0048828125, whose nearest bf16 value is
+    # 1.0078125 (0.0029296875 away; 1.0 is 0.0048828125 away). A master started from the rounding
+    # (1.0) would reach 1.0029296875 and the module would stay at 1.0.
+    model = _one_weight(1 + 2 ** -9, torch.float32)
+    start = precision.loaded_float32(model, precision.resolve("bf16-mixed", CPU, 0))
+    model.to(torch.bfloat16)
+    opt = Optimizer(model, load_config(None, ["optim.grad_clip=0"]).optim, 1, master=True, make=_sgd(1.0), start=start)
+    torch.testing.assert_close(opt.weights.params[0], torch.tensor([[1.001953125]]), rtol=0, atol=0)
+    torch.testing.assert_close(model.weight.float(), torch.tensor([[1.0]]), rtol=0, atol=0)
+    model.weight.grad = torch.full_like(model.weight, -(2 ** -8 - 2 ** -10))
+    opt.step()
+    torch.testing.assert_close(opt.weights.params[0], torch.tensor([[1.0048828125]]), rtol=0, atol=0)
+    torch.testing.assert_close(model.weight.float(), torch.tensor([[1.0078125]]), rtol=0, atol=0)
+    assert precision.loaded_float32(model, precision.resolve("fp32", CPU, 0)) == {}  # fp32: nothing kept
+
+
+def test_a_bf16_mixed_policy_s_masters_are_the_model_as_loaded(tiny_model_dir):
+    from reasoner.models import load_model
+    from reasoner.runtime import prepare_policy
+
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", "model.precision=bf16-mixed", "run.threads=1"])
+    loaded = dict(load_model(cfg.model)[0].named_parameters())
+    model, p, start = prepare_policy(load_model(cfg.model)[0], cfg.model, cfg.run.threads, CPU)
+    w = Optimizer(model, cfg.optim, 1, master=p.master, start=start).weights
+    assert w.copies and len(w.params) == len(loaded)
+    for name, m in zip(w.names, w.params):
+        torch.testing.assert_close(m, loaded[name].detach(), rtol=0, atol=0)  # exact, not bf16-rounded
+        assert dict(model.named_parameters())[name].dtype == torch.bfloat16
+
+
 def test_fp32_has_no_copies_and_mixed_copies_only_low_precision_weights():
     fp32 = _one_weight(1.0, torch.float32)
     assert Optimizer(fp32, load_config().optim, 1, master=True).weights.params[0] is fp32.weight
@@ -110,8 +143,8 @@ def _update(model_dir, prec: str) -> list[torch.Tensor]:
     cfg = load_config(None, [f"model.name={model_dir}", f"model.precision={prec}", "algo.beta=0",
                              "optim.grad_clip=0", "sampling.max_new_tokens=5", "run.threads=1"])
     model, _ = load_model(cfg.model)
-    model, p = prepare_policy(model, cfg.model, cfg.run.threads, CPU)
-    opt = Optimizer(model, cfg.optim, 1, master=p.master, make=_sgd(1.0))
+    model, p, start = prepare_policy(model, cfg.model, cfg.run.threads, CPU)
+    opt = Optimizer(model, cfg.optim, 1, master=p.master, make=_sgd(1.0), start=start)
     before = [m.detach().clone() for m in opt.weights.params]
     ppo_update(model, opt, _batch(), UpdateParams.of(cfg), torch.Generator())
     return [m.detach() - b for m, b in zip(opt.weights.params, before)]
