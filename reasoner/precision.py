@@ -77,15 +77,14 @@ def loaded_float32(model: torch.nn.Module, prec: Precision) -> dict[str, torch.T
     float32 weights a run saves no longer behave like the module it trained and evaluated (measured on
     SmolLM2 after 20 recipe steps: 22 % held-out in float32 against the module's 57 %; ``docs/benchmarks.md``,
     "reasoner/precision.py"). Started from the loaded values, they drift off the grid as autocast's do."""
-    if not prec.master or prec.compute == torch.float32:
+    if not prec.master:
         return {}
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad and p.dtype == torch.float32}
 
 
 def _master(p: torch.Tensor, start: torch.Tensor | None) -> torch.Tensor:
-    """The float32 master of module weight ``p``: ``start`` (its loaded float32 value) when it fits, else ``p``."""
-    fits = start is not None and start.shape == p.shape and start.device == p.device
-    return (start if fits else p.detach().float().clone()).requires_grad_(True)
+    """The float32 master of module weight ``p``: ``start`` (its loaded float32 value), else ``p`` upcast."""
+    return (start if start is not None else p.detach().float().clone()).requires_grad_(True)
 
 
 class MasterWeights:

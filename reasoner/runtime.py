@@ -38,7 +38,8 @@ def prepare_policy(model, m: ModelConfig, n_threads: int, device: torch.device, 
     returns (the policy to train, its resolved precision.Precision, the float32 weights as loaded that
     bf16-mixed's masters start from: ``precision.loaded_float32``)."""
     prec = precision.resolve(m.precision, device, threads.n_params(model), is_sharded)
-    start = precision.loaded_float32(model, prec)  # before the cast
+    # before the cast; LoRA trains only adapters made after it, so it keeps no float32 copy of the base
+    start = {} if lora.enabled(m) else precision.loaded_float32(model, prec)
     model.to(prec.compute)
     threads.configure(model, n_threads)
     if m.gradient_checkpointing:

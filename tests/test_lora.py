@@ -83,6 +83,17 @@ def test_lora_trains_adapters_only_and_reference_is_the_base(tiny_model_dir):
 
 
 @needs_peft
+def test_bf16_mixed_lora_keeps_no_float32_copy_of_the_base(tiny_model_dir):
+    """Only the adapters train, and they are made after the cast: no loaded float32 weight is kept for them."""
+    cfg = _cfg(tiny_model_dir, "model.lora_r=4", "model.precision=bf16-mixed")
+    policy, prec, start = runtime.prepare_policy(load_model(cfg.model)[0], cfg.model, cfg.run.threads, CPU)
+    assert prec.master and start == {}
+    w = Optimizer(policy, cfg.optim, 1, master=prec.master, start=start).weights
+    assert w.names and all("lora_" in n for n in w.names)
+    assert all(m.dtype == torch.float32 for m in w.params)
+
+
+@needs_peft
 def test_adapter_checkpoint_resumes_and_final_model_is_merged(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
